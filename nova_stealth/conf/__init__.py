@@ -1,0 +1,60 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Configuration of nova_stealth: the [stealth] group of nova.conf.
+
+Each area keeps its options in a module of its own with ``register_opts``,
+``list_opts`` and ``validate``; this package registers them all on the
+global configuration object and checks them together.
+"""
+
+from oslo_config import cfg
+
+from nova_stealth.conf import base
+from nova_stealth.conf import chaff
+from nova_stealth.conf import policy
+from nova_stealth.conf import ports
+from nova_stealth import exception
+
+CONF = cfg.CONF
+
+AREAS = (base, policy, ports, chaff)
+
+
+def register_opts(conf):
+    """Register every [stealth] option on ``conf``."""
+    for area in AREAS:
+        area.register_opts(conf)
+
+
+def validate(conf):
+    """Load every [stealth] option and check the rules between them.
+
+    Call this at service start-up: a value that is out of bounds or that
+    breaks a rule stops the service with an error naming the option.
+
+    :param conf: an oslo.config ConfigOpts with the options registered
+    :raises nova_stealth.exception.InvalidOption: naming the bad option
+    """
+    group = conf[base.stealth_group.name]
+    for area in AREAS:
+        for opt in area.list_opts()[base.stealth_group]:
+            try:
+                group[opt.dest]
+            except ValueError as e:
+                raise exception.InvalidOption(
+                    option=opt.name, value='in the configuration',
+                    reason=e) from e
+    for area in AREAS:
+        area.validate(group)
+
+
+register_opts(CONF)

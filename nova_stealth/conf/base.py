@@ -1,0 +1,57 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The [stealth] group and the options that concern the whole service."""
+
+from oslo_config import cfg
+
+stealth_group = cfg.OptGroup(
+    'stealth',
+    title='Stealth live migration options',
+    help=('Options for nova_stealth, which shapes the traffic of libvirt '
+          'live migrations so that an on-path observer cannot tell them '
+          'from ordinary TCP flows. They are read by nova-compute when '
+          '``compute_driver = stealth.StealthLibvirtDriver``.'))
+
+base_opts = [
+    cfg.BoolOpt(
+        'enabled',
+        default=True,
+        help="""
+Shape live migrations sent or received by this host.
+
+When false, the driver behaves exactly like the libvirt driver and migrations
+are sent unshaped.
+"""),
+    cfg.StrOpt(
+        'state_dir',
+        default='/var/lib/nova/stealth',
+        help="""
+Directory where port leases and installed shaping are recorded, so that a
+restarted nova-compute can remove what a crashed one left behind. It must be
+on local disk and writable by nova-compute.
+"""),
+]
+
+
+def register_opts(conf):
+    """Register the [stealth] group and its service-wide options."""
+    conf.register_group(stealth_group)
+    conf.register_opts(base_opts, group=stealth_group)
+
+
+def list_opts():
+    """Return the service-wide options for the sample generator."""
+    return {stealth_group: base_opts}
+
+
+def validate(group):
+    """Check the service-wide options; they have no cross-option rules."""

@@ -1,0 +1,103 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Options of the migration data port leases."""
+
+from oslo_config import cfg
+from oslo_config import types
+
+from nova_stealth.conf import base
+from nova_stealth import exception
+
+#: libvirt's default migration port range (qemu.conf migration_port_min/max),
+#: which an observer knows to watch.
+LIBVIRT_MIGRATION_PORTS = range(49152, 49216)
+
+
+class PortRange(types.Range):
+    """A LOW-HIGH port range, inclusive; a lone port N is the range N-N.
+
+    oslo.config returns a range of one port as a descending range; this
+    type returns every range of one port ascending, so that a descending
+    range always means the operator swapped LOW and HIGH.
+    """
+
+    def __init__(self):
+        super().__init__(min=1, max=65535, type_name='port range')
+
+    def __call__(self, value):
+        ports = super().__call__(value)
+        if len(ports) == 1:
+            return range(ports[0], ports[0] + 1)
+        return ports
+
+
+ports_opts = [
+    cfg.ListOpt(
+        'migration_port_ranges',
+        item_type=PortRange(),
+        default=['61000-64999'],
+        help="""
+Port ranges, as LOW-HIGH (inclusive), from which the data port of each
+incoming migration is drawn at random. They must not overlap libvirt's
+well-known range 49152-49215 (see allow_libvirt_port_range) and should not
+overlap the kernel's ephemeral range (net.ipv4.ip_local_port_range), nor any
+port a service on this host listens on.
+"""),
+    cfg.BoolOpt(
+        'allow_libvirt_port_range',
+        default=False,
+        help="""
+Allow migration_port_ranges to overlap libvirt's default migration ports
+49152-49215. An observer looks there first, so this weakens the defence; it
+is meant for hosts whose firewall only opens that range.
+"""),
+]
+
+
+def register_opts(conf):
+    """Register the port lease options in the [stealth] group."""
+    conf.register_opts(ports_opts, group=base.stealth_group)
+
+
+def list_opts():
+    """Return the port lease options for the sample generator."""
+    return {base.stealth_group: ports_opts}
+
+
+def format_range(ports):
+    """Format a range object as the LOW-HIGH text an operator wrote."""
+    return '%d-%d' % (ports.start, ports.stop - ports.step)
+
+
+def validate(group):
+    """Check that every port range is usable and avoids libvirt's range.
+
+    :raises nova_stealth.exception.InvalidOption: naming the bad range
+    """
+    ranges = group.migration_port_ranges
+    if not ranges:
+        raise exception.InvalidOption(
+            option='migration_port_ranges', value="''",
+            reason='at least one range LOW-HIGH is needed')
+    for ports in ranges:
+        if ports.step != 1:
+            raise exception.InvalidOption(
+                option='migration_port_ranges', value=format_range(ports),
+                reason='a range is written LOW-HIGH with LOW <= HIGH')
+        overlap = (ports.start < LIBVIRT_MIGRATION_PORTS.stop and
+                   LIBVIRT_MIGRATION_PORTS.start < ports.stop)
+        if overlap and not group.allow_libvirt_port_range:
+            raise exception.InvalidOption(
+                option='migration_port_ranges', value=format_range(ports),
+                reason='overlaps libvirt\'s migration ports 49152-49215; '
+                       'choose another range or set '
+                       'allow_libvirt_port_range = true')

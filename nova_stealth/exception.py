@@ -1,0 +1,36 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Exceptions raised by nova_stealth."""
+
+
+class StealthError(Exception):
+    """Base class: formats ``msg_fmt`` with the keyword arguments."""
+
+    msg_fmt = 'An unknown nova_stealth error occurred'
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        super().__init__(self.msg_fmt % kwargs)
+
+
+class InvalidOption(StealthError, ValueError):
+    """An option, or a combination of options, that cannot work."""
+
+    msg_fmt = ('Invalid value %(value)s for option [stealth] %(option)s: '
+               '%(reason)s')
+
+
+class UnknownPlugin(StealthError, LookupError):
+    """A plugin name that no installed distribution provides."""
+
+    msg_fmt = ('Unknown %(kind)s %(name)r; installed %(kind)ss: '
+               '%(installed)s')

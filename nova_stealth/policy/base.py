@@ -1,0 +1,54 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The interface every rate policy implements."""
+
+import abc
+
+import numpy as np
+
+
+class RatePolicy(metaclass=abc.ABCMeta):
+    """Answers "what rate for the next tick?" for one migration.
+
+    A policy is pure: it does no I/O and keeps no global state, and its
+    randomness comes from one seeded :class:`numpy.random.Generator`, so a
+    seed gives the same sequence of rates every time. Rates are in MiB/s.
+
+    :param min_rate: lowest rate the policy may return
+    :param max_rate: highest rate the policy may return
+    :param start_rate: rate of the migration class before the first tick
+    :param seed: seed for the random generator; None draws one from the OS
+    """
+
+    def __init__(self, min_rate, max_rate, start_rate, seed=None):
+        if not 0 < min_rate <= start_rate <= max_rate:
+            raise ValueError(
+                'need 0 < min_rate <= start_rate <= max_rate, got %s, %s, %s'
+                % (min_rate, start_rate, max_rate))
+        self.min_rate = float(min_rate)
+        self.max_rate = float(max_rate)
+        self.start_rate = float(start_rate)
+        self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def from_conf(cls, group, seed=None):
+        """Build the policy from the loaded [stealth] option group."""
+        return cls(min_rate=group.min_rate, max_rate=group.max_rate,
+                   start_rate=group.start_rate, seed=seed)
+
+    def clamp(self, rate):
+        """Return ``rate`` limited to [min_rate, max_rate]."""
+        return min(max(rate, self.min_rate), self.max_rate)
+
+    @abc.abstractmethod
+    def next_rate(self):
+        """Return the rate, in MiB/s, to set for the next tick."""

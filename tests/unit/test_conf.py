@@ -1,0 +1,145 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Every [stealth] option's bounds and every rule between options."""
+
+import pytest
+
+from nova_stealth import conf as stealth_conf
+from nova_stealth.conf import opts
+from nova_stealth import exception
+
+OUT_OF_BOUNDS = [
+    ('enabled', 'maybe'),
+    ('min_rate', '0'),
+    ('min_rate', 'fast'),
+    ('max_rate', '0.001'),
+    ('start_rate', '0'),
+    ('tick_interval_ms', '0'),
+    ('tick_interval_ms', '1001'),
+    ('tick_interval_ms', '2.5'),
+    ('rate_window', '1'),
+    ('rate_window', '100001'),
+    ('cv_lower', '-0.1'),
+    ('cv_upper', '-1'),
+    ('direction_change_threshold', '-0.01'),
+    ('random_flip_chance', '-1'),
+    ('random_flip_chance', '100.5'),
+    ('increase_factor_range', '-0.5,1.0'),
+    ('strong_increase_factor_range', '1.4,x'),
+    ('decrease_factor_range', '0.8,-1'),
+    ('strong_decrease_factor_range', '-0.1,0.8'),
+    ('migration_port_ranges', '0-100'),
+    ('migration_port_ranges', '61000-70000'),
+    ('migration_port_ranges', 'ports'),
+    ('allow_libvirt_port_range', 'perhaps'),
+    ('chaff_enabled', 'sometimes'),
+    ('chaff_budget_fraction', '-0.1'),
+    ('chaff_budget_fraction', '10.5'),
+    ('chaff_max_rate', '-1'),
+]
+
+BROKEN_RULES = [
+    ({'min_rate': '16', 'max_rate': '16'}, 'min_rate',
+     'lower than max_rate'),
+    ({'min_rate': '8', 'max_rate': '4', 'start_rate': '5'}, 'min_rate',
+     'lower than max_rate'),
+    ({'start_rate': '0.5'}, 'start_rate', 'within [min_rate, max_rate]'),
+    ({'start_rate': '17'}, 'start_rate', 'within [min_rate, max_rate]'),
+    ({'cv_lower': '1.0'}, 'cv_lower', 'lower than cv_upper'),
+    ({'cv_lower': '0.9', 'cv_upper': '0.2'}, 'cv_lower',
+     'lower than cv_upper'),
+    ({'increase_factor_range': '1.4,1.0'}, 'increase_factor_range',
+     'must not exceed high'),
+    ({'strong_increase_factor_range': '1.9'},
+     'strong_increase_factor_range', 'two numbers'),
+    ({'decrease_factor_range': '0.8,0.9,1.0'}, 'decrease_factor_range',
+     'two numbers'),
+    ({'strong_decrease_factor_range': '0.8,0.1'},
+     'strong_decrease_factor_range', 'must not exceed high'),
+    ({'migration_port_ranges': '62000-61000'}, 'migration_port_ranges',
+     'LOW <= HIGH'),
+    ({'migration_port_ranges': '49000-49200'}, 'migration_port_ranges',
+     'overlaps libvirt'),
+    ({'migration_port_ranges': '61000-61999,49215-49215'},
+     'migration_port_ranges', 'overlaps libvirt'),
+    ({'migration_port_ranges': ''}, 'migration_port_ranges',
+     'at least one range'),
+    ({'rate_policy': 'buflo'}, 'rate_policy', 'constant, paper'),
+]
+
+
+def test_defaults_are_valid(write_conf):
+    conf = write_conf()
+    stealth_conf.validate(conf)
+    group = conf.stealth
+    assert group.rate_policy == 'paper'
+    assert (group.min_rate, group.max_rate, group.start_rate) == (1, 16, 4)
+    assert group.tick_interval_ms == 10
+    assert group.rate_window == 50
+    assert (group.cv_lower, group.cv_upper) == (0.5, 1.0)
+    assert group.increase_factor_range == [1.0, 1.4]
+    assert group.strong_increase_factor_range == [1.4, 1.9]
+    assert group.decrease_factor_range == [0.8, 1.0]
+    assert group.strong_decrease_factor_range == [0.1, 0.8]
+    assert group.migration_port_ranges == [range(61000, 65000)]
+
+
+@pytest.mark.parametrize('option,value', OUT_OF_BOUNDS)
+def test_out_of_bounds_names_the_option(write_conf, option, value):
+    conf = write_conf(**{option: value})
+    with pytest.raises(exception.InvalidOption) as raised:
+        stealth_conf.validate(conf)
+    assert '[stealth] %s:' % option in str(raised.value)
+
+
+@pytest.mark.parametrize('options,option,reason', BROKEN_RULES)
+def test_broken_rule_names_option_and_value(write_conf, options, option,
+                                            reason):
+    conf = write_conf(**options)
+    with pytest.raises(exception.InvalidOption) as raised:
+        stealth_conf.validate(conf)
+    message = str(raised.value)
+    assert '[stealth] %s:' % option in message
+    assert reason in message
+    if option in options and options[option]:
+        shown = options[option].split(',')[-1].split('-')[0]
+        assert shown in message
+
+
+def test_libvirt_ports_allowed_when_operator_insists(write_conf):
+    conf = write_conf(migration_port_ranges='49152-49215',
+                      allow_libvirt_port_range='true')
+    stealth_conf.validate(conf)
+    assert conf.stealth.migration_port_ranges == [range(49152, 49216)]
+
+
+def test_ranges_that_touch_libvirt_ports_only_at_the_edges(write_conf):
+    conf = write_conf(migration_port_ranges='49100-49151,49216-49300')
+    stealth_conf.validate(conf)
+
+
+def test_every_registered_option_is_listed_for_the_generator():
+    listed = {opt.name for group, group_opts in opts.list_opts()
+              for opt in group_opts}
+    groups = [group.name for group, _ in opts.list_opts()]
+    registered = set(stealth_conf.CONF.stealth.keys())
+    assert groups == ['stealth']
+    assert listed == registered
+    for option, _ in OUT_OF_BOUNDS:
+        assert option in listed
+
+
+def test_a_lone_port_is_a_range_of_one(write_conf):
+    conf = write_conf(migration_port_ranges='61000,61005-61006')
+    stealth_conf.validate(conf)
+    assert conf.stealth.migration_port_ranges == [range(61000, 61001),
+                                                  range(61005, 61007)]
