@@ -34,3 +34,18 @@ class UnknownPlugin(StealthError, LookupError):
 
     msg_fmt = ('Unknown %(kind)s %(name)r; installed %(kind)ss: '
                '%(installed)s')
+
+
+class ExistingRootQdisc(StealthError):
+    """The egress device has a root qdisc an operator put there."""
+
+    msg_fmt = ('Device %(ifname)s already has a root qdisc %(kind)s '
+               '%(handle)s, which shaping the migration would replace; set '
+               '[stealth] allow_replace_root_qdisc = true to let nova_stealth '
+               'replace it and restore it when the migration ends')
+
+
+class ShapingError(StealthError):
+    """Shaping could not be installed, changed or removed."""
+
+    msg_fmt = 'Shaping on %(ifname)s failed: %(reason)s'

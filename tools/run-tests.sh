@@ -11,9 +11,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# iproute2: ip netns, veth, tc; tcpdump: the adversary's captures;
+# iproute2: ip netns, veth, tc; iperf3: throughput of unshaped traffic;
+# tcpdump: the adversary's captures;
 # git: pbr reads the version from the history.
-DEBIAN_PACKAGES="iproute2 tcpdump git"
+DEBIAN_PACKAGES="iproute2 iperf3 tcpdump git"
 missing=""
 for pkg in $DEBIAN_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null |

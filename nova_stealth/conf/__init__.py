@@ -22,11 +22,12 @@ from nova_stealth.conf import base
 from nova_stealth.conf import chaff
 from nova_stealth.conf import policy
 from nova_stealth.conf import ports
+from nova_stealth.conf import shaping
 from nova_stealth import exception
 
 CONF = cfg.CONF
 
-AREAS = (base, policy, ports, chaff)
+AREAS = (base, policy, shaping, ports, chaff)
 
 
 def register_opts(conf):

@@ -29,12 +29,9 @@ def installed_policies():
     return sorted(extension.ExtensionManager(NAMESPACE).names())
 
 
-def load(name, group, seed=None):
-    """Build the rate policy ``name`` from the [stealth] option group.
+def policy_class(name):
+    """Return the class of the rate policy ``name``.
 
-    :param name: entry point name, such as ``paper`` or ``constant``
-    :param group: the loaded [stealth] group (its rate options are used)
-    :param seed: seed for the policy's random generator
     :raises nova_stealth.exception.UnknownPlugin: listing the installed ones
     """
     try:
@@ -43,4 +40,15 @@ def load(name, group, seed=None):
         raise exception.UnknownPlugin(
             kind='rate policy', name=name,
             installed=', '.join(installed_policies()) or 'none')
-    return manager.driver.from_conf(group, seed=seed)
+    return manager.driver
+
+
+def load(name, group, seed=None):
+    """Build the rate policy ``name`` from the [stealth] option group.
+
+    :param name: entry point name, such as ``paper`` or ``constant``
+    :param group: the loaded [stealth] group (its rate options are used)
+    :param seed: seed for the policy's random generator
+    :raises nova_stealth.exception.UnknownPlugin: listing the installed ones
+    """
+    return policy_class(name).from_conf(group, seed=seed)

@@ -40,10 +40,19 @@ class RatePolicy(metaclass=abc.ABCMeta):
         self.rng = np.random.default_rng(seed)
 
     @classmethod
+    def conf_kwargs(cls, group):
+        """Return the constructor arguments taken from the [stealth] group.
+
+        They are plain numbers and lists, so that the policy can be rebuilt
+        in another process (the privileged modulator) with the same seed.
+        """
+        return {'min_rate': group.min_rate, 'max_rate': group.max_rate,
+                'start_rate': group.start_rate}
+
+    @classmethod
     def from_conf(cls, group, seed=None):
         """Build the policy from the loaded [stealth] option group."""
-        return cls(min_rate=group.min_rate, max_rate=group.max_rate,
-                   start_rate=group.start_rate, seed=seed)
+        return cls(seed=seed, **cls.conf_kwargs(group))
 
     def clamp(self, rate):
         """Return ``rate`` limited to [min_rate, max_rate]."""

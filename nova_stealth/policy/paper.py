@@ -94,19 +94,21 @@ class PaperRatePolicy(base.RatePolicy):
         self.rising = True
 
     @classmethod
-    def from_conf(cls, group, seed=None):
-        """Build the policy from the loaded [stealth] option group."""
-        return cls(
-            min_rate=group.min_rate, max_rate=group.max_rate,
-            start_rate=group.start_rate, window=group.rate_window,
+    def conf_kwargs(cls, group):
+        """Return the constructor arguments taken from the [stealth] group."""
+        kwargs = super().conf_kwargs(group)
+        kwargs.update(
+            window=group.rate_window,
             cv_lower=group.cv_lower, cv_upper=group.cv_upper,
             direction_change_threshold=group.direction_change_threshold,
             random_flip_chance=group.random_flip_chance,
-            increase_factor_range=group.increase_factor_range,
-            strong_increase_factor_range=group.strong_increase_factor_range,
-            decrease_factor_range=group.decrease_factor_range,
-            strong_decrease_factor_range=group.strong_decrease_factor_range,
-            seed=seed)
+            increase_factor_range=list(group.increase_factor_range),
+            strong_increase_factor_range=list(
+                group.strong_increase_factor_range),
+            decrease_factor_range=list(group.decrease_factor_range),
+            strong_decrease_factor_range=list(
+                group.strong_decrease_factor_range))
+        return kwargs
 
     def next_rate(self):
         """Return the next rate from the CV of the stored rates."""

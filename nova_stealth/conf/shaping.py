@@ -1,0 +1,59 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Options of the Dynamic HTB on the egress device toward the peer."""
+
+from oslo_config import cfg
+
+from nova_stealth.conf import base
+
+shaping_opts = [
+    cfg.StrOpt(
+        'egress_device',
+        help="""
+Network device whose egress carries migration data. Unset, the device the
+kernel routes the peer's address to is used, for each migration.
+"""),
+    cfg.IntOpt(
+        'link_rate_mbit',
+        default=100000,
+        min=1,
+        help="""
+Rate, in Mbit/s, of the shaping tree's parent class and of the default class
+that carries all traffic other than migrations and chaff. Keep it at or
+above what the device can really send, so that HTB leaves that traffic
+unshaped; the default, 100 Gbit/s, is above any device nova-compute runs on
+today.
+"""),
+    cfg.BoolOpt(
+        'allow_replace_root_qdisc',
+        default=False,
+        help="""
+Allow nova_stealth to replace a root qdisc that an operator configured on the
+egress device (anything but the kernel's noqueue, pfifo_fast, fq_codel, mq
+and fq). It is saved first and restored exactly when the last migration on
+the device ends. When false, a migration over such a device is refused.
+"""),
+]
+
+
+def register_opts(conf):
+    """Register the shaping options in the [stealth] group."""
+    conf.register_opts(shaping_opts, group=base.stealth_group)
+
+
+def list_opts():
+    """Return the shaping options for the sample generator."""
+    return {base.stealth_group: shaping_opts}
+
+
+def validate(group):
+    """Check the shaping options; their bounds are all per option."""

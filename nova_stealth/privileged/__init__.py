@@ -1,0 +1,29 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Privileged contexts of nova_stealth.
+
+One context per capability set, as in os-vif. Each context runs in the
+network namespace its daemon was started in: nova-compute's own on a compute
+node; a test or the testbed starts it inside a namespace through the
+``helper_command`` option of its section.
+"""
+
+from oslo_privsep import capabilities as caps
+from oslo_privsep import priv_context
+
+#: Changing qdiscs, classes and filters needs CAP_NET_ADMIN and nothing else.
+net_admin = priv_context.PrivContext(
+    'nova_stealth',
+    cfg_section='nova_stealth_privileged',
+    pypath=__name__ + '.net_admin',
+    capabilities=[caps.CAP_NET_ADMIN],
+)

@@ -1,0 +1,259 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Install, share and remove the DHTB tree: the unprivileged side.
+
+:class:`Shaper` decides what the tree looks like (through
+:mod:`nova_stealth.shaping.tree`), records it on disk before touching the
+kernel, and calls the thin entrypoints of
+:mod:`nova_stealth.privileged.tc` to do it. Every change to a device happens
+under that device's inter-process lock.
+"""
+
+import logging
+
+from nova_stealth import exception
+from nova_stealth.privileged import rtnl
+from nova_stealth.privileged import tc as priv_tc
+from nova_stealth.shaping import state
+from nova_stealth.shaping import tree
+
+LOG = logging.getLogger(__name__)
+
+#: Root qdiscs the kernel attaches by itself, which are replaced freely.
+DEFAULT_ROOT_KINDS = frozenset(
+    ['noqueue', 'pfifo_fast', 'fq_codel', 'mq', 'fq'])
+
+
+def _snapshot_to_record(snapshot):
+    return {part: [message.hex() for message in messages]
+            for part, messages in snapshot.items()}
+
+
+def _snapshot_from_record(record):
+    return {part: [bytes.fromhex(message) for message in messages]
+            for part, messages in record.items()}
+
+
+def _root_qdisc(snapshot):
+    for message in snapshot['qdiscs']:
+        _ifindex, handle, parent = rtnl.message_handles(message)
+        if parent == rtnl.TC_H_ROOT:
+            return rtnl.message_kind(message), handle
+    return 'noqueue', 0
+
+
+class Shaper(object):
+    """The DHTB trees of this host's devices.
+
+    :param state_dir: where records and locks are kept
+    :param link_rate_mbit: rate of the parent and default classes
+    :param allow_replace_root_qdisc: replace (and later restore) a root
+        qdisc an operator configured
+    :param egress_device: device to shape; None follows the route to the
+        peer
+    :param chaff_port_blocks: (port, mask) pairs that the chaff class takes
+    :param chaff_rate_mib: rate of the chaff class, in MiB/s
+    """
+
+    def __init__(self, state_dir, link_rate_mbit=100000,
+                 allow_replace_root_qdisc=False, egress_device=None,
+                 chaff_port_blocks=(), chaff_rate_mib=2.0):
+        self.state_dir = state_dir
+        self.link_rate = tree.mbit_to_bytes(link_rate_mbit)
+        self.allow_replace_root_qdisc = allow_replace_root_qdisc
+        self.egress_device = egress_device
+        self.chaff_port_blocks = [tuple(b) for b in chaff_port_blocks]
+        self.chaff_rate = tree.mib_to_bytes(chaff_rate_mib)
+
+    @classmethod
+    def from_conf(cls, group):
+        """Build the shaper from the loaded [stealth] option group."""
+        return cls(group.state_dir, link_rate_mbit=group.link_rate_mbit,
+                   allow_replace_root_qdisc=group.allow_replace_root_qdisc,
+                   egress_device=group.egress_device,
+                   chaff_rate_mib=max(group.chaff_max_rate, 0.01))
+
+    def device_for(self, peer):
+        """Return the device whose egress carries traffic to ``peer``."""
+        return self.egress_device or priv_tc.route_device(peer)
+
+    def install(self, session_id, peer, port, rate_mib, ifname=None):
+        """Shape TCP to ``peer``:``port`` at ``rate_mib`` MiB/s.
+
+        Builds the device's tree on first use and adds a class and filter
+        for this migration. Installing a session twice returns the first.
+
+        :returns: the session record (ifname, ifindex, slot, classid, ...)
+        :raises nova_stealth.exception.ExistingRootQdisc: when an operator's
+            root qdisc is there and may not be replaced
+        """
+        ifname = ifname or self.device_for(peer)
+        protocol, keys = tree.migration_filter(peer, port)
+        with state.device_lock(self.state_dir, ifname):
+            record = self._tree_record(ifname)
+            if session_id in record['sessions']:
+                return record['sessions'][session_id]
+            used = {s['slot'] for s in record['sessions'].values()}
+            slot = next(n for n in range(tree.MAX_SESSIONS + 1)
+                        if n not in used)
+            session = {
+                'session_id': session_id, 'ifname': ifname,
+                'ifindex': record['ifindex'], 'mtu': record['mtu'],
+                'slot': slot, 'classid': tree.handle(tree.session_minor(slot)),
+                'prio': tree.session_prio(slot), 'protocol': protocol,
+                'peer': peer, 'port': port,
+                'owner': state.process_identity(),
+            }
+            record['sessions'][session_id] = session
+            state.save(self.state_dir, ifname, record)
+            try:
+                priv_tc.add_htb_class(
+                    record['ifindex'], session['classid'],
+                    tree.handle(tree.PARENT_MINOR),
+                    tree.htb_shape(tree.mib_to_bytes(rate_mib),
+                                   record['mtu']))
+                priv_tc.add_u32_filter(
+                    record['ifindex'], tree.ROOT_HANDLE, session['prio'],
+                    protocol, keys, session['classid'])
+            except Exception:
+                self._remove_locked(ifname, record, session_id)
+                raise
+            LOG.info('Shaping migration %s to [%s]:%d on %s in class %s',
+                     session_id, peer, port, ifname,
+                     tree.handle_text(session['classid']))
+            return session
+
+    def remove(self, session_id):
+        """Remove a migration's class and filter; the tree with the last.
+
+        Idempotent: removing an unknown session does nothing.
+
+        :returns: True if something was removed
+        """
+        for ifname in state.devices(self.state_dir):
+            with state.device_lock(self.state_dir, ifname):
+                record = state.load(self.state_dir, ifname)
+                if record and session_id in record['sessions']:
+                    self._remove_locked(ifname, record, session_id)
+                    return True
+        return False
+
+    def sweep(self):
+        """Remove what processes that died left: sessions and trees.
+
+        :returns: the ids of the sessions removed
+        """
+        removed = []
+        for ifname in state.devices(self.state_dir):
+            with state.device_lock(self.state_dir, ifname):
+                record = state.load(self.state_dir, ifname)
+                if record is None:
+                    continue
+                orphans = [sid for sid, s in record['sessions'].items()
+                           if not state.is_alive(s['owner'])]
+                for session_id in orphans:
+                    LOG.warning('Removing shaping of migration %s left by '
+                                'process %d', session_id,
+                                record['sessions'][session_id]['owner']['pid'])
+                    self._remove_locked(ifname, record, session_id)
+                    removed.append(session_id)
+                if not record['sessions'] and not orphans:
+                    self._teardown_locked(ifname, record)
+        return removed
+
+    def start_modulator(self, session, policy_name, policy_kwargs, tick_s,
+                        seed=None):
+        """Start the loop that sets the session's class rate every tick.
+
+        :returns: the modulator's id, for :meth:`stop_modulator`
+        """
+        return priv_tc.start_modulator(
+            session['ifindex'], session['classid'],
+            tree.handle(tree.PARENT_MINOR), session['mtu'], policy_name,
+            policy_kwargs, seed, tick_s)
+
+    def stop_modulator(self, modulator_id):
+        """Stop a modulator and return its report (None if unknown)."""
+        return priv_tc.stop_modulator(modulator_id)
+
+    def modulator_report(self, modulator_id):
+        """Return a running modulator's report so far."""
+        return priv_tc.modulator_report(modulator_id)
+
+    def _tree_record(self, ifname):
+        """Return the device's record, building the tree if it is not up."""
+        link = priv_tc.link_info(ifname)
+        record = state.load(self.state_dir, ifname)
+        snapshot = priv_tc.dump_tc(link['index'])
+        kind, handle = _root_qdisc(snapshot)
+        if record and (kind, handle) == ('htb', tree.ROOT_HANDLE):
+            return record
+        if record:
+            LOG.warning('The shaping tree recorded on %s is gone; '
+                        'building it again', ifname)
+        prior = None
+        if handle and (kind not in DEFAULT_ROOT_KINDS or any(
+                rtnl.message_kind(m) not in DEFAULT_ROOT_KINDS
+                for m in snapshot['qdiscs'])):
+            if not self.allow_replace_root_qdisc:
+                raise exception.ExistingRootQdisc(
+                    ifname=ifname, kind=kind,
+                    handle=tree.handle_text(handle))
+        if handle:
+            prior = _snapshot_to_record(snapshot)
+        record = {'ifname': ifname, 'ifindex': link['index'],
+                  'mtu': link['mtu'], 'prior': prior, 'sessions': {}}
+        state.save(self.state_dir, ifname, record)
+        try:
+            self._build_tree(record)
+        except Exception:
+            self._teardown_locked(ifname, record)
+            raise
+        return record
+
+    def _build_tree(self, record):
+        ifindex, mtu = record['ifindex'], record['mtu']
+        parent = tree.handle(tree.PARENT_MINOR)
+        priv_tc.replace_root_htb(ifindex, tree.ROOT_HANDLE,
+                                 tree.DEFAULT_MINOR)
+        priv_tc.add_htb_class(ifindex, parent, tree.ROOT_HANDLE,
+                              tree.htb_shape(self.link_rate, mtu))
+        priv_tc.add_htb_class(ifindex, tree.handle(tree.DEFAULT_MINOR),
+                              parent, tree.htb_shape(self.link_rate, mtu))
+        priv_tc.add_htb_class(ifindex, tree.handle(tree.CHAFF_MINOR), parent,
+                              tree.htb_shape(self.chaff_rate, mtu))
+        for version, protocol, keys in tree.chaff_filters(
+                self.chaff_port_blocks):
+            priv_tc.add_u32_filter(ifindex, tree.ROOT_HANDLE,
+                                   tree.CHAFF_PRIO[version], protocol, keys,
+                                   tree.handle(tree.CHAFF_MINOR))
+
+    def _remove_locked(self, ifname, record, session_id):
+        session = record['sessions'][session_id]
+        priv_tc.delete_filters(record['ifindex'], tree.ROOT_HANDLE,
+                               session['prio'], session['protocol'])
+        priv_tc.delete_class(record['ifindex'], session['classid'])
+        del record['sessions'][session_id]
+        LOG.info('Removed shaping of migration %s from %s', session_id,
+                 ifname)
+        if record['sessions']:
+            state.save(self.state_dir, ifname, record)
+        else:
+            self._teardown_locked(ifname, record)
+
+    def _teardown_locked(self, ifname, record):
+        priv_tc.delete_root(record['ifindex'], tree.ROOT_HANDLE)
+        if record['prior']:
+            priv_tc.replay_tc(record['ifindex'],
+                              _snapshot_from_record(record['prior']))
+        state.delete(self.state_dir, ifname)
+        LOG.info('Removed the shaping tree from %s', ifname)
