@@ -12,8 +12,7 @@
 """Algorithm 3 of the stealth migration paper (RateVariation)."""
 
 import collections
-
-import numpy as np
+import math
 
 from nova_stealth.policy import base
 
@@ -21,13 +20,18 @@ from nova_stealth.policy import base
 def coefficient_of_variation(values):
     """Return the population standard deviation over the mean (Equation 1).
 
-    An empty sequence, or one whose mean is 0, has a CV of 0.
+    An empty sequence, or one whose mean is 0, has a CV of 0. Plain Python
+    on purpose: for a window of 50 rates it costs less than one numpy call,
+    and it runs 100 times a second.
     """
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
+    count = len(values)
+    if count == 0:
         return 0.0
-    mean = values.mean()
-    return float(values.std() / mean) if mean else 0.0
+    mean = math.fsum(values) / count
+    if not mean:
+        return 0.0
+    variance = math.fsum((value - mean) ** 2 for value in values) / count
+    return math.sqrt(variance) / mean
 
 
 class PaperRatePolicy(base.RatePolicy):
@@ -58,9 +62,12 @@ class PaperRatePolicy(base.RatePolicy):
 
     Where the pseudo-code draws a factor twice when the CV is below
     ``cv_lower`` (line 21, then line 24), we draw once from the range that
-    wins, so the random stream advances by one draw per tick plus one for the
-    random flip.
+    wins. Uniform numbers are drawn from the seeded generator 256 at a time
+    (one numpy call per 128 ticks instead of two per tick); the sequence is
+    still fixed by the seed.
     """
+
+    DRAW_BATCH = 256
 
     def __init__(self, min_rate, max_rate, start_rate, window=50,
                  cv_lower=0.5, cv_upper=1.0, direction_change_threshold=0.1,
@@ -89,6 +96,7 @@ class PaperRatePolicy(base.RatePolicy):
             if not 0 <= low <= high:
                 raise ValueError('a factor range needs 0 <= low <= high')
         self.rates = collections.deque(maxlen=window)
+        self._uniforms = collections.deque()
         self.rate = self.start_rate
         self.cv = 0.0
         self.rising = True
@@ -114,6 +122,11 @@ class PaperRatePolicy(base.RatePolicy):
         """Return the next rate from the CV of the stored rates."""
         return self.step(coefficient_of_variation(self.rates))
 
+    def _uniform(self, low, high):
+        if not self._uniforms:
+            self._uniforms.extend(self.rng.random(self.DRAW_BATCH).tolist())
+        return low + (high - low) * self._uniforms.popleft()
+
     def step(self, cv):
         """Advance one tick as if the stored rates had a CV of ``cv``.
 
@@ -125,11 +138,11 @@ class PaperRatePolicy(base.RatePolicy):
             self.rising = not self.rising
         if previous_cv == cv:
             self.rising = not self.rising
-        if self.rng.uniform(0.0, 100.0) <= self.random_flip_chance:
+        if self._uniform(0.0, 100.0) <= self.random_flip_chance:
             self.rising = not self.rising
         if cv < self.cv_upper:
             low, high = self.ranges[(self.rising, cv < self.cv_lower)]
-            factor = self.rng.uniform(low, high)
+            factor = self._uniform(low, high)
         else:
             factor = 1.0
         self.rate = self.clamp(self.rate * factor)

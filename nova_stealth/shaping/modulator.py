@@ -48,6 +48,7 @@ class Modulator(object):
         self.sleep = sleep
         self.times = array.array('d')
         self.lateness = array.array('d')
+        self.applied = array.array('d')
         self.rates = array.array('d')
         self.sent = array.array('d')
         self.skipped = 0
@@ -73,11 +74,15 @@ class Modulator(object):
         return self._thread.is_alive()
 
     def _record(self, started, deadline, now, rate, sent):
+        # Called right after the change: ``applied`` is how long after its
+        # deadline the new rate was in force.
         if len(self.times) >= MAX_RECORDS:
-            for series in (self.times, self.lateness, self.rates, self.sent):
+            for series in (self.times, self.lateness, self.applied,
+                           self.rates, self.sent):
                 del series[:len(series) // 2]
         self.times.append(deadline - started)
         self.lateness.append(now - deadline)
+        self.applied.append(self.clock() - deadline)
         self.rates.append(rate)
         self.sent.append(-1.0 if sent is None else float(sent))
 
@@ -120,6 +125,7 @@ class Modulator(object):
             'last_rate': self.last_rate,
             'times': self.times.tolist(),
             'lateness': self.lateness.tolist(),
+            'applied': self.applied.tolist(),
             'rates': self.rates.tolist(),
             'sent': self.sent.tolist(),
         }

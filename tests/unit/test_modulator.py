@@ -71,6 +71,7 @@ def test_deadlines_do_not_drift_when_sleep_overshoots():
     report = run_until(loop, 50)
     assert report['times'] == pytest.approx([0.01 * k for k in range(50)])
     assert report['lateness'][1:] == pytest.approx([0.003] * 49)
+    assert report['applied'] == report['lateness']
     assert report['rates'] == [float(k) for k in range(1, 51)]
     assert report['sent'] == [tree.mib_to_bytes(k) for k in range(1, 51)]
     assert report['skipped'] == 0 and report['error'] is None
