@@ -49,3 +49,9 @@ class ShapingError(StealthError):
     """Shaping could not be installed, changed or removed."""
 
     msg_fmt = 'Shaping on %(ifname)s failed: %(reason)s'
+
+
+class CaptureError(StealthError):
+    """A capture file that cannot be read past some point."""
+
+    msg_fmt = '%(path)s: byte offset %(offset)d: %(reason)s'
