@@ -11,10 +11,11 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# iproute2: ip netns, veth, tc; iperf3: throughput of unshaped traffic;
+# iproute2: ip netns, veth, tc; ethtool: offloads off so captures hold
+# wire-sized packets; iperf3: throughput of unshaped traffic;
 # tcpdump: the adversary's captures;
 # git: pbr reads the version from the history.
-DEBIAN_PACKAGES="iproute2 iperf3 tcpdump git"
+DEBIAN_PACKAGES="iproute2 ethtool iperf3 tcpdump git"
 missing=""
 for pkg in $DEBIAN_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null |

@@ -209,3 +209,62 @@ def iperf3_bits_per_second(link, port, seconds=3):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+class PacedSender(BulkSender):
+    """A TCP client that sends like QEMU's rate limiter.
+
+    Every 100 ms it sends the period's budget at full speed, then nothing.
+    """
+
+    def __init__(self, ns, address, port, rate_bytes, period=0.1):
+        self.budget = int(rate_bytes * period)
+        self.period = period
+        super().__init__(ns, address, port)
+
+    def _send(self):
+        chunk = os.urandom(self.budget)
+        self.sock.settimeout(None)
+        deadline = time.monotonic()
+        while not self.stopping.is_set():
+            try:
+                self.sock.sendall(chunk)
+            except OSError:
+                return
+            deadline += self.period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
+def offloads_off(ns, dev):
+    """Make the kernel hand tcpdump wire-sized packets on ``dev``."""
+    run('ip', 'netns', 'exec', ns, 'ethtool', '-K', dev, 'tso', 'off', 'gso',
+        'off', 'gro', 'off')
+
+
+class Tcpdump(object):
+    """A tcpdump process in a namespace, writing a capture file."""
+
+    def __init__(self, ns, path, *args):
+        self.path = path
+        # -Z root: stay root, to write into the tests' private directories.
+        self.process = subprocess.Popen(
+            ['ip', 'netns', 'exec', ns, 'tcpdump', '-n', '-U', '-Z', 'root',
+             '-w', path] + list(args), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        said = []
+        while not said or 'listening on' not in said[-1]:
+            said.append(self.process.stderr.readline())
+            if not said[-1]:
+                self.process.kill()
+                self.process.wait()
+                raise RuntimeError('tcpdump did not start: %s'
+                                   % ''.join(said))
+
+    def stop(self):
+        """Stop capturing and flush the file."""
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process.stderr.close()
+        return self.path

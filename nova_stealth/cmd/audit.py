@@ -1,0 +1,144 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""nova-stealth-audit: look for live migrations in captures."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+import tqdm
+
+from nova_stealth.analysis import audit
+from nova_stealth.analysis import detectors as detector_lib
+from nova_stealth.analysis import flows as flow_lib
+from nova_stealth.analysis import report as report_lib
+from nova_stealth.analysis import truth
+from nova_stealth import exception
+
+PLOTTED_FLOWS = 4
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog='nova-stealth-audit',
+        description='Run the stealth migration paper\'s attacks (pattern '
+                    'matching and maximum entropy), its chi-square test and '
+                    'CV tables over pcap/pcapng captures.')
+    parser.add_argument('captures', nargs='+', metavar='CAPTURE')
+    parser.add_argument('--out', required=True, metavar='DIR',
+                        help='where report.md, report.json and plots go')
+    parser.add_argument('--truth', metavar='FILE',
+                        help='JSON naming migration, chaff and background '
+                             'flows (see README.rst); enables the rates')
+    parser.add_argument('--model', metavar='FILE',
+                        help='detectors saved by --save-model, used instead '
+                             'of training')
+    parser.add_argument('--save-model', metavar='FILE',
+                        help='write the detectors of this run as JSON')
+    parser.add_argument('--all-protocols', action='store_true',
+                        help='keep UDP flows too (default: TCP only)')
+    parser.add_argument('--min-packets', type=int, default=1000,
+                        help='drop shorter flows (default 1000)')
+    parser.add_argument('--burst-gap-ms', type=float, default=20.0,
+                        help='silence that starts a burst (default 20 ms)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the 80/20 training split')
+    parser.add_argument('--folds', type=int, metavar='K',
+                        help='judge every labelled flow by stratified '
+                             'K-fold cross-validation instead of one 80/20 '
+                             'split')
+    parser.add_argument('--tolerant', action='store_true',
+                        help='keep what was read before a corrupt record')
+    parser.add_argument('--no-plots', action='store_true')
+    parser.add_argument('-q', '--quiet', action='store_true',
+                        help='no progress bar')
+    return parser.parse_args(argv)
+
+
+def load_models(path):
+    """{name: detector} from a file written by --save-model."""
+    with open(path) as model_file:
+        saved = json.load(model_file)
+    return {name: detector_lib.detector_from_dict(data)
+            for name, data in saved['detectors'].items()
+            if name != audit.PATTERN}
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING,
+                        format='nova-stealth-audit: %(message)s')
+    options = flow_lib.FlowOptions(tcp_only=not args.all_protocols,
+                                   min_packets=args.min_packets,
+                                   burst_gap=args.burst_gap_ms / 1000.0)
+    try:
+        labels_by_key = truth.load(args.truth) if args.truth else None
+        models = load_models(args.model) if args.model else None
+        with tqdm.tqdm(total=1, unit='B', unit_scale=True, desc='reading',
+                       disable=True if args.quiet else None,
+                       file=sys.stderr) as bar:
+            def progress(done, total):
+                bar.total = total
+                bar.update(done - bar.n)
+
+            flows, readers = flow_lib.read_flows(
+                args.captures, options, tolerant=args.tolerant,
+                progress=progress)
+    except (exception.CaptureError, truth.TruthError, OSError,
+            ValueError, KeyError) as e:
+        print('nova-stealth-audit: %s' % e, file=sys.stderr)
+        return 2
+    labels = ([truth.label_of(f.key, labels_by_key) for f in flows]
+              if labels_by_key is not None else None)
+    report, detectors = audit.run(flows, labels, models, seed=args.seed,
+                                  folds=args.folds)
+    report['captures'] = [{'path': r.path, 'packets': r.packets,
+                           'error': r.error} for r in readers]
+    report['options'] = {'tcp_only': options.tcp_only,
+                         'min_packets': options.min_packets,
+                         'burst_gap_ms': args.burst_gap_ms}
+    plots = []
+    if not args.no_plots and flows:
+        os.makedirs(args.out, exist_ok=True)
+        chosen = _plotted(flows, labels)
+        series = report_lib.throughput_series(args.captures, chosen)
+        named = {f.key: ('%s/%s' % labels[i]) if labels else ''
+                 for i, f in enumerate(flows)}
+        report_lib.plot_throughput(series, named,
+                                   os.path.join(args.out, 'throughput.png'))
+        plots.append('throughput.png')
+        if labels:
+            report_lib.plot_detection(report['detectors'],
+                                      os.path.join(args.out,
+                                                   'detection.png'))
+            plots.append('detection.png')
+    report_lib.write(args.out, report, plots)
+    if args.save_model:
+        with open(args.save_model, 'w') as model_file:
+            json.dump({'detectors': {name: d.to_dict()
+                                     for name, d in detectors.items()}},
+                      model_file, indent=1)
+    print(report_lib.markdown(report, plots).split('## Migrations')[0])
+    return 0
+
+
+def _plotted(flows, labels):
+    """Migrations first, then the largest other flows."""
+    order = sorted(range(len(flows)), key=lambda i: (
+        not (labels and labels[i][0] == 'migration'), -flows[i].bytes))
+    return [flows[i].key for i in order[:PLOTTED_FLOWS]]
+
+
+if __name__ == '__main__':
+    sys.exit(main())
