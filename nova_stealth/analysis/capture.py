@@ -241,6 +241,31 @@ class CaptureReader(object):
             base += consumed
             self.bytes_read = base
 
+    def _walk(self, capture, start, scan, unit):
+        """Run ``scan`` over the file's chunks and yield its batches.
+
+        ``scan(buffer, base)`` returns (batches, end of the last whole
+        record, (offset, reason) of a bad record or None); the bytes after
+        the last whole record are carried into the next chunk.
+        """
+        chunks = self._chunks(capture, start)
+        step = next(chunks, None)
+        while step is not None:
+            base, buffer, last = step
+            batches, position, bad = scan(buffer, base)
+            yield from batches
+            if bad:
+                self._fail(*bad)
+                return
+            if last:
+                if position < len(buffer):
+                    self._fail(base + position, 'truncated ' + unit)
+                return
+            try:
+                step = chunks.send(position)
+            except StopIteration:
+                return
+
     def _pcap(self, capture):
         header = capture.read(24)
         if len(header) < 24:
@@ -253,40 +278,31 @@ class CaptureReader(object):
             self._fail(20, 'unsupported link type %d' % linktype)
             return
         record = struct.Struct(order + 'II')
-        chunks = self._chunks(capture, 24)
-        try:
-            base, buffer, last = next(chunks)
-        except StopIteration:
-            return
-        while True:
+
+        def scan(buffer, base):
             offsets = []
             position, end = 0, len(buffer)
-            bad = None
             while position + 16 <= end:
                 caplen, wirelen = record.unpack_from(buffer, position + 8)
                 if caplen > MAX_RECORD or wirelen < caplen:
-                    bad = (base + position,
-                           'corrupt record header (captured %d, original %d)'
-                           % (caplen, wirelen))
-                    break
+                    return self._batches(
+                        self._pcap_batch, buffer, offsets, order,
+                        ns_per_unit, linktype), position, (
+                        base + position,
+                        'corrupt record header (captured %d, original %d)'
+                        % (caplen, wirelen))
                 if position + 16 + caplen > end:
                     break
                 offsets.append(position)
                 position += 16 + caplen
-            if offsets:
-                yield self._pcap_batch(buffer, offsets, order, ns_per_unit,
-                                       linktype)
-            if bad:
-                self._fail(*bad)
-                return
-            if last:
-                if position < end:
-                    self._fail(base + position, 'truncated record')
-                return
-            try:
-                base, buffer, last = chunks.send(position)
-            except StopIteration:
-                return
+            return self._batches(self._pcap_batch, buffer, offsets, order,
+                                 ns_per_unit, linktype), position, None
+
+        yield from self._walk(capture, 24, scan, 'record')
+
+    @staticmethod
+    def _batches(make, buffer, offsets, *args):
+        return [make(buffer, offsets, *args)] if offsets else []
 
     def _pcap_batch(self, buffer, offsets, order, ns_per_unit, linktype):
         buf = np.frombuffer(buffer, dtype=np.uint8)
@@ -301,14 +317,10 @@ class CaptureReader(object):
                              linktype, order)
 
     def _pcapng(self, capture):
-        interfaces = []
-        order = '<'
-        chunks = self._chunks(capture, 0)
-        try:
-            base, buffer, last = next(chunks)
-        except StopIteration:
-            return
-        while True:
+        section = {'order': '<', 'interfaces': []}
+
+        def scan(buffer, base):
+            order = section['order']
             position, end = 0, len(buffer)
             packets = []
             bad = None
@@ -333,29 +345,28 @@ class CaptureReader(object):
                 if position + length > end:
                     break
                 if block_type == PCAPNG_EPB:
+                    interface = struct.unpack_from(order + 'I', buffer,
+                                                   position + 8)[0]
+                    if interface >= len(section['interfaces']):
+                        bad = (base + position,
+                               'packet of an undescribed interface')
+                        break
                     packets.append(position)
                 elif block_type == PCAPNG_SHB:
-                    interfaces = []
+                    section['interfaces'] = []
                 elif block_type == PCAPNG_IDB:
-                    interfaces.append(self._idb(buffer, position, length,
-                                                order))
+                    section['interfaces'].append(
+                        self._idb(buffer, position, length, order))
                 elif block_type == PCAPNG_SPB:
                     self.skipped += 1
                 position += length
-            if packets:
-                yield from self._pcapng_batches(buffer, packets, order,
-                                                interfaces, base)
-            if bad:
-                self._fail(*bad)
-                return
-            if last:
-                if position < end:
-                    self._fail(base + position, 'truncated block')
-                return
-            try:
-                base, buffer, last = chunks.send(position)
-            except StopIteration:
-                return
+            section['order'] = order
+            batches = (self._pcapng_batches(buffer, packets, order,
+                                            list(section['interfaces']))
+                       if packets else [])
+            return batches, position, bad
+
+        yield from self._walk(capture, 0, scan, 'block')
 
     @staticmethod
     def _idb(buffer, position, length, order):
@@ -376,14 +387,10 @@ class CaptureReader(object):
             option += 4 + ((size + 3) & ~3)
         return linktype, units_per_second
 
-    def _pcapng_batches(self, buffer, packets, order, interfaces, base):
+    def _pcapng_batches(self, buffer, packets, order, interfaces):
         buf = np.frombuffer(buffer, dtype=np.uint8)
         starts = np.asarray(packets, dtype=np.int64)
         interface = _u32(buf, starts + 8, order)
-        if len(interfaces) == 0 or interface.max() >= len(interfaces):
-            bad = starts[interface >= len(interfaces)][0]
-            self._fail(int(base + bad), 'packet of an undescribed interface')
-            return
         high = _u32(buf, starts + 12, order)
         low = _u32(buf, starts + 16, order)
         caplen = _u32(buf, starts + 20, order)

@@ -180,13 +180,19 @@ def test_truth_file_round_trip_and_errors(tmp_path):
             truth.load(path)
 
 
-def test_audit_scores_with_a_split():
+def labelled_flows():
+    """Six migration-like flows and ten others, with their labels."""
     migrations = cv_flows([0.01, 0.02, 0.03, 0.015, 0.02, 0.01])
     others = cv_flows([0.4, 0.6, 0.8, 0.3, 0.9, 1.1, 0.5, 0.7, 0.45, 0.65],
                       port0=100)
     labels = ([('migration', 'native')] * 6 +
               [('background', 'web')] * 10)
-    report, fitted = audit.run(migrations + others, labels, seed=1)
+    return migrations + others, labels
+
+
+def test_audit_scores_with_a_split():
+    flows, labels = labelled_flows()
+    report, fitted = audit.run(flows, labels, seed=1)
     name = detectors.maxent_name((1000, 2000, 3000))
     assert name in fitted
     summary = report['detectors'][name]
@@ -207,12 +213,8 @@ def test_audit_without_enough_labels_explains_why():
 
 
 def test_audit_cross_validation_judges_every_labelled_flow():
-    migrations = cv_flows([0.01, 0.02, 0.03, 0.015, 0.02, 0.01])
-    others = cv_flows([0.4, 0.6, 0.8, 0.3, 0.9, 1.1, 0.5, 0.7, 0.45, 0.65],
-                      port0=100)
-    labels = ([('migration', 'native')] * 6 +
-              [('background', 'web')] * 10)
-    report, fitted = audit.run(migrations + others, labels, folds=3)
+    flows, labels = labelled_flows()
+    report, fitted = audit.run(flows, labels, folds=3)
     name = detectors.maxent_name((100, 200, 300))
     summary = report['detectors'][name]
     assert summary['evaluated_on'] == '3-fold cross-validation'
@@ -221,5 +223,5 @@ def test_audit_cross_validation_judges_every_labelled_flow():
     assert summary['false_positive_rate'] == 0.0
     assert all(f['verdicts'][name] is not None for f in report['flows'])
     with pytest.raises(ValueError, match='3 folds need'):
-        audit.cross_validated(migrations[:2] + others, labels[:2] +
-                              labels[6:], (100, 200, 300), 3)
+        audit.cross_validated(flows[:2] + flows[6:], labels[:2] + labels[6:],
+                              (100, 200, 300), 3)
