@@ -18,7 +18,6 @@ compete in another. tcpdump records the link four ways at once.
 """
 
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -33,12 +32,11 @@ from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import truth
 from tests import captures
 from tests.functional import netlab
+from tests import paths
 
 PACED = {62001: 2.0, 62002: 3.0, 62003: 4.0}
 BULK = (63001, 63002, 63003, 63004)
 SECONDS = 15
-TRACES = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared',
-                      'traces')
 
 
 def linktype(path):
@@ -199,10 +197,8 @@ def test_pattern_detector_flags_paced_not_bulk(recorded):
 
 
 def trace_flows():
-    paths = sorted(os.path.join(root, name)
-                   for root, _dirs, names in os.walk(TRACES)
-                   for name in names if '.pcap' in name)
-    return flow_lib.read_flows(paths)[0]
+    found = sorted(str(path) for path in paths.traces().rglob('*.pcap*'))
+    return flow_lib.read_flows(found)[0]
 
 
 def test_maxent_trained_on_some_flags_the_others(recorded):

@@ -12,7 +12,6 @@
 """The capture reader on real captures and on damaged copies of them."""
 
 import os
-import pathlib
 import shutil
 import struct
 
@@ -24,8 +23,9 @@ from nova_stealth.analysis import capture
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth import exception
 from tests import captures
+from tests import paths
 
-TRACES = pathlib.Path(__file__).resolve().parents[3] / 'shared' / 'traces'
+TRACES = paths.traces()
 ANDROID = TRACES / 'ndpi' / 'android.pcap'
 ESPN = TRACES / 'chrissanders-ppa' / 'http_espn.pcapng'
 
