@@ -55,3 +55,11 @@ class CaptureError(StealthError):
     """A capture file that cannot be read past some point."""
 
     msg_fmt = '%(path)s: byte offset %(offset)d: %(reason)s'
+
+
+class PortsExhausted(StealthError):
+    """Every port of the configured ranges is leased or bound."""
+
+    msg_fmt = ('No free migration port in [stealth] migration_port_ranges '
+               '%(ranges)s: %(leased)d leased, %(bound)d bound by other '
+               'services; widen the ranges or wait for migrations to end')

@@ -52,6 +52,15 @@ well-known range 49152-49215 (see allow_libvirt_port_range) and should not
 overlap the kernel's ephemeral range (net.ipv4.ip_local_port_range), nor any
 port a service on this host listens on.
 """),
+    cfg.IntOpt(
+        'port_lease_seconds',
+        default=21600,
+        min=60,
+        help="""
+How long a migration port stays leased unless released or renewed. A lease
+whose migration ended without the destination being told (Nova does not
+always call its rollback) lapses after this.
+"""),
     cfg.BoolOpt(
         'allow_libvirt_port_range',
         default=False,
