@@ -11,9 +11,17 @@
 # under the License.
 """Options of the chaff traffic that hides where a migration starts."""
 
-from oslo_config import cfg
+import ipaddress
 
+from oslo_config import cfg
+from oslo_config import types
+
+from nova_stealth.chaff import schedules
 from nova_stealth.conf import base
+from nova_stealth.conf import ports
+from nova_stealth import exception
+
+SECONDS = types.Float(min=0.0, max=600.0)
 
 chaff_opts = [
     cfg.BoolOpt(
@@ -26,18 +34,55 @@ egress.
 """),
     cfg.FloatOpt(
         'chaff_budget_fraction',
-        default=0.25,
+        default=0.6,
         min=0.0,
         max=10.0,
         help="""
 Most chaff bytes a migration may cause, as a fraction of the migration's own
-bytes.
+bytes. The ramp schedule with the default policy sends 40 to 50% (most of it
+filling in under the migration); when the budget runs out the chaff stops,
+which an observer can see.
 """),
     cfg.FloatOpt(
         'chaff_max_rate',
-        default=2.0,
+        default=8.0,
         min=0.0,
-        help='Highest total chaff rate, in MiB/s, a migration may cause.'),
+        help="""
+Highest total chaff rate, in MiB/s, a migration may cause. To hide the
+start of a migration the chaff must reach about the migration's mean rate.
+"""),
+    cfg.StrOpt(
+        'chaff_schedule',
+        default='ramp',
+        help="""
+Name of the chaff schedule, an entry point in the
+``nova_stealth.chaff_schedules`` namespace: ``ramp`` (rise before the
+migration, fill in under it, fall after it) or ``constant`` (a baseline).
+"""),
+    cfg.ListOpt(
+        'chaff_lead_seconds',
+        item_type=SECONDS,
+        default=[5.0, 15.0],
+        help='Range low,high of the random ramp-up before a migration.'),
+    cfg.ListOpt(
+        'chaff_tail_seconds',
+        item_type=SECONDS,
+        default=[5.0, 15.0],
+        help='Range low,high of the random ramp-down after a migration.'),
+    cfg.Opt(
+        'chaff_ports',
+        type=ports.PortRange(),
+        default='61500-61503',
+        help="""
+Ports, LOW-HIGH, the chaff responder of every compute node listens on.
+"""),
+    cfg.ListOpt(
+        'chaff_peer_networks',
+        default=[],
+        help="""
+Networks (CIDR) whose hosts may open chaff streams to this node's
+responder: the other compute nodes. Empty, the responder serves nobody.
+"""),
 ]
 
 
@@ -52,4 +97,28 @@ def list_opts():
 
 
 def validate(group):
-    """Check the chaff options; their bounds are all per option."""
+    """Check the chaff schedule, the ranges and the peer networks.
+
+    :raises nova_stealth.exception.InvalidOption: naming the bad option
+    """
+    installed = schedules.installed_schedules()
+    if group.chaff_schedule not in installed:
+        raise exception.InvalidOption(
+            option='chaff_schedule', value=repr(group.chaff_schedule),
+            reason='installed chaff schedules: %s' % ', '.join(installed))
+    for name in ('chaff_lead_seconds', 'chaff_tail_seconds'):
+        value = group[name]
+        if len(value) != 2 or value[0] > value[1]:
+            raise exception.InvalidOption(
+                option=name, value=value,
+                reason='must be two numbers, low,high with low <= high')
+    if group.chaff_ports.step != 1:
+        raise exception.InvalidOption(
+            option='chaff_ports', value=ports.format_range(group.chaff_ports),
+            reason='a range is written LOW-HIGH with LOW <= HIGH')
+    for network in group.chaff_peer_networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError as e:
+            raise exception.InvalidOption(option='chaff_peer_networks',
+                                          value=repr(network), reason=e)

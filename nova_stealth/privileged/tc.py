@@ -205,6 +205,13 @@ def stop_modulator(modulator_id):
 
 
 @privileged.net_admin.entrypoint
+def modulator_rate(modulator_id):
+    """The rate, in MiB/s, a modulator set last; None if there is none."""
+    modulator = _MODULATORS.get(modulator_id)
+    return None if modulator is None else modulator.last_rate
+
+
+@privileged.net_admin.entrypoint
 def modulator_report(modulator_id):
     """Return the report of a running modulator, None if there is none."""
     modulator = _MODULATORS.get(modulator_id)

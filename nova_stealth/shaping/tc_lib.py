@@ -185,6 +185,10 @@ class Shaper(object):
         """Stop a modulator and return its report (None if unknown)."""
         return priv_tc.stop_modulator(modulator_id)
 
+    def modulator_rate(self, modulator_id):
+        """The rate, in MiB/s, a running modulator set last (cheap)."""
+        return priv_tc.modulator_rate(modulator_id)
+
     def modulator_report(self, modulator_id):
         """Return a running modulator's report so far."""
         return priv_tc.modulator_report(modulator_id)

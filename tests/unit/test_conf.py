@@ -45,6 +45,9 @@ OUT_OF_BOUNDS = [
     ('chaff_budget_fraction', '-0.1'),
     ('chaff_budget_fraction', '10.5'),
     ('chaff_max_rate', '-1'),
+    ('chaff_lead_seconds', '-1,5'),
+    ('chaff_tail_seconds', '5,700'),
+    ('chaff_ports', '0-3'),
 ]
 
 BROKEN_RULES = [
@@ -74,6 +77,12 @@ BROKEN_RULES = [
     ({'migration_port_ranges': ''}, 'migration_port_ranges',
      'at least one range'),
     ({'rate_policy': 'buflo'}, 'rate_policy', 'constant, paper'),
+    ({'chaff_schedule': 'steps'}, 'chaff_schedule', 'constant, ramp'),
+    ({'chaff_lead_seconds': '9,3'}, 'chaff_lead_seconds', 'low <= high'),
+    ({'chaff_tail_seconds': '4'}, 'chaff_tail_seconds', 'two numbers'),
+    ({'chaff_ports': '61503-61500'}, 'chaff_ports', 'LOW <= HIGH'),
+    ({'chaff_peer_networks': '198.18.0.0/15,not-a-net'},
+     'chaff_peer_networks', 'does not appear to be'),
 ]
 
 

@@ -1,0 +1,112 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Chaff schedules and records, without a network."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nova_stealth.chaff import records
+from nova_stealth.chaff import schedules
+from nova_stealth import exception
+
+LEVEL = 4.0
+
+
+def ramp(**kwargs):
+    return schedules.load('ramp', LEVEL, lead=(2, 2), tail=(4, 4), seed=1,
+                          **kwargs)
+
+
+def test_installed_schedules_and_unknown_name():
+    assert schedules.installed_schedules() == ['constant', 'ramp']
+    with pytest.raises(exception.UnknownPlugin, match='constant, ramp'):
+        schedules.load('stepwise', LEVEL)
+
+
+def test_smooth_ramp():
+    assert schedules.smooth_ramp(-1) == 0.0
+    assert schedules.smooth_ramp(0.5) == pytest.approx(0.5)
+    assert schedules.smooth_ramp(2) == 1.0
+    assert schedules.smooth_ramp(0.05) < 0.01
+
+
+def test_envelope_varies_like_tcp():
+    schedule = ramp()
+    factors = np.array([schedule.factor(t / 10.0) for t in range(20000)])
+    assert factors.mean() == pytest.approx(1.0, abs=0.05)
+    assert factors.std() / factors.mean() == pytest.approx(0.5, abs=0.05)
+    lag_one = np.corrcoef(np.log(factors[:-1]), np.log(factors[1:]))[0, 1]
+    assert lag_one == pytest.approx(0.7, abs=0.05)
+
+
+def test_ramp_before_during_after():
+    schedule = ramp()
+    assert schedule.rate(0.0, 0.0) == 0.0
+    schedule.prepare(0.0)
+    assert schedule.rate(0.0, 0.0) == 0.0
+    rising = [schedule.rate(t / 10.0, 0.0) / schedule.factor(t / 10.0)
+              for t in range(0, 21)]
+    assert rising == sorted(rising)
+    assert rising[-1] == pytest.approx(LEVEL)
+    schedule.migration_started(2.0)
+    totals = []
+    for tick in range(21, 60):
+        now = tick / 10.0
+        migration = 6.0 if tick % 2 else 1.0
+        chaff = schedule.rate(now, migration)
+        assert chaff >= schedules.KEEP_ALIVE * LEVEL
+        assert chaff == pytest.approx(max(
+            schedules.KEEP_ALIVE * LEVEL,
+            LEVEL * schedule.factor(now) - migration))
+        totals.append(chaff + migration)
+    schedule.migration_ended(6.0)
+    assert schedule.end_level == pytest.approx(schedule.recent)
+    assert schedule.rate(6.0, 0.0) == pytest.approx(schedule.end_level)
+    assert not schedule.done(9.9)
+    assert schedule.rate(10.0, 0.0) == pytest.approx(0.0)
+    assert schedule.done(10.0)
+
+
+def test_level_before_the_start_matches_the_expected_total():
+    rates = np.random.default_rng(0).lognormal(math.log(LEVEL), 0.6, 5000)
+    schedule = ramp(migration_rates=rates)
+    factors = np.exp(np.random.default_rng(1).normal(
+        -schedule.spread ** 2 / 2, schedule.spread, 5000))
+    expected = np.mean(np.maximum(LEVEL * factors, rates))
+    assert schedule.before_level == pytest.approx(expected, rel=0.05)
+    assert schedule.before_level > LEVEL
+
+
+def test_constant_schedule():
+    schedule = schedules.load('constant', LEVEL, lead=(1, 1), tail=(1, 1))
+    assert schedule.rate(0.0, 0.0) == 0.0
+    schedule.prepare(0.0)
+    schedule.migration_started(1.0)
+    assert schedule.rate(1.5, 3.0) == LEVEL
+    schedule.migration_ended(2.0)
+    assert schedule.rate(2.5, 0.0) == LEVEL
+    assert schedule.rate(3.0, 0.0) == 0.0
+
+
+def test_records_look_like_tls_application_data():
+    source = records.RecordSource()
+    sizes = []
+    for _ in range(2000):
+        record = source.record()
+        kind, version, length = records.HEADER.unpack(record[:5])
+        assert (kind, version) == (23, 0x0303)
+        assert length == len(record) - 5
+        sizes.append(length)
+    assert 0.7 < sizes.count(records.FULL_RECORD) / len(sizes) < 0.9
+    assert len(set(bytes(source.record(100))[5:] for _ in range(50))) == 50
