@@ -20,11 +20,8 @@ import abc
 import math
 
 import numpy as np
-from stevedore import driver
-from stevedore import exception as stevedore_exc
-from stevedore import extension
 
-from nova_stealth import exception
+from nova_stealth import plugins
 
 NAMESPACE = 'nova_stealth.chaff_schedules'
 #: How often the envelope's own variation takes a new value.
@@ -189,7 +186,7 @@ class ConstantSchedule(ChaffSchedule):
 
 def installed_schedules():
     """Sorted names of the installed chaff schedules."""
-    return sorted(extension.ExtensionManager(NAMESPACE).names())
+    return plugins.installed(NAMESPACE)
 
 
 def load(name, level, **kwargs):
@@ -197,10 +194,5 @@ def load(name, level, **kwargs):
 
     :raises nova_stealth.exception.UnknownPlugin: listing installed ones
     """
-    try:
-        manager = driver.DriverManager(NAMESPACE, name, invoke_on_load=False)
-    except stevedore_exc.NoMatches:
-        raise exception.UnknownPlugin(
-            kind='chaff schedule', name=name,
-            installed=', '.join(installed_schedules()) or 'none')
-    return manager.driver(level, **kwargs)
+    return plugins.plugin_class(NAMESPACE, name, 'chaff schedule')(
+        level, **kwargs)

@@ -15,18 +15,14 @@ Policies are plugins in the ``nova_stealth.rate_policies`` entry point
 namespace; each is a :class:`nova_stealth.policy.base.RatePolicy`.
 """
 
-from stevedore import driver
-from stevedore import exception as stevedore_exc
-from stevedore import extension
-
-from nova_stealth import exception
+from nova_stealth import plugins
 
 NAMESPACE = 'nova_stealth.rate_policies'
 
 
 def installed_policies():
     """Return the sorted names of the installed rate policies."""
-    return sorted(extension.ExtensionManager(NAMESPACE).names())
+    return plugins.installed(NAMESPACE)
 
 
 def policy_class(name):
@@ -34,13 +30,7 @@ def policy_class(name):
 
     :raises nova_stealth.exception.UnknownPlugin: listing the installed ones
     """
-    try:
-        manager = driver.DriverManager(NAMESPACE, name, invoke_on_load=False)
-    except stevedore_exc.NoMatches:
-        raise exception.UnknownPlugin(
-            kind='rate policy', name=name,
-            installed=', '.join(installed_policies()) or 'none')
-    return manager.driver
+    return plugins.plugin_class(NAMESPACE, name, 'rate policy')
 
 
 def load(name, group, seed=None):
