@@ -13,7 +13,8 @@
 
 A few streams run at once, each to a random peer and port, each living an
 exponentially distributed time before it closes and another opens, so that
-chaff looks like ordinary connections coming and going. Every 100 ms the
+chaff looks like ordinary connections coming and going. Every 20 ms (so
+that it gives way to the migration within a fraction of a 100 ms bin) the
 schedule gives the total rate, capped by ``max_rate``; it is shared
 among the streams, which pace themselves with a token bucket. Once
 ``budget`` bytes went out, the chaff stops.
@@ -30,7 +31,7 @@ from nova_stealth.chaff import records
 from nova_stealth.chaff import responder
 
 LOG = logging.getLogger(__name__)
-CONTROL_TICK = 0.1
+CONTROL_TICK = 0.02
 PACE_TICK = 0.01
 
 
@@ -184,7 +185,8 @@ class ChaffSender(object):
                 last = now
                 size = min(records.FULL_RECORD,
                            max(1, int(self.share * 0.05)))
-                while tokens >= size + records.HEADER.size:
+                while (tokens >= size + records.HEADER.size and
+                       self.sent < self.budget):
                     record = self.source.record(size)
                     writer.write(record)
                     tokens -= len(record)
