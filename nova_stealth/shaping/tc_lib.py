@@ -80,6 +80,7 @@ class Shaper(object):
         return cls(group.state_dir, link_rate_mbit=group.link_rate_mbit,
                    allow_replace_root_qdisc=group.allow_replace_root_qdisc,
                    egress_device=group.egress_device,
+                   chaff_port_blocks=tree.port_blocks(group.chaff_ports),
                    chaff_rate_mib=max(group.chaff_max_rate, 0.01))
 
     def device_for(self, peer):

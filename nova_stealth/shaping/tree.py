@@ -131,6 +131,23 @@ def migration_filter(peer, port):
     return protocol, keys
 
 
+def port_blocks(ports):
+    """Cover a range of ports with the fewest aligned (port, mask) blocks.
+
+    u32 matches a port under a mask; a range becomes the power-of-two
+    aligned blocks that tile it exactly.
+    """
+    blocks = []
+    port, stop = ports.start, ports.stop
+    while port < stop:
+        size = port & -port if port else 1 << 16
+        while port + size > stop:
+            size //= 2
+        blocks.append((port, 0xFFFF & ~(size - 1)))
+        port += size
+    return blocks
+
+
 def chaff_filters(port_blocks):
     """Return [(version, protocol, keys)] for chaff port blocks.
 

@@ -124,3 +124,28 @@ def test_dumped_htb_root_version_is_fixed_for_create():
     assert rtnl.TCA_STATS2 not in attrs
     init = rtnl.parse_attrs(attrs[rtnl.TCA_OPTIONS])[rtnl.TCA_HTB_INIT]
     assert rtnl.HTB_GLOB.unpack(init)[0] == 3
+
+
+@pytest.mark.parametrize('ports', [range(61500, 61504), range(61000, 65000),
+                                   range(1, 2), range(1000, 1001),
+                                   range(40000, 40013)])
+def test_port_blocks_tile_the_range_exactly(ports):
+    blocks = tree.port_blocks(ports)
+    covered = [port for port in range(1 << 16)
+               if any(port & mask == value for value, mask in blocks)]
+    assert covered == list(ports)
+
+
+def test_port_blocks_are_few():
+    assert tree.port_blocks(range(61500, 61504)) == [(61500, 0xFFFC)]
+    assert len(tree.port_blocks(range(61000, 65000))) <= 16
+
+
+def test_shaper_takes_the_chaff_ports_from_the_options(write_conf):
+    from nova_stealth.shaping import tc_lib
+    conf = write_conf(chaff_ports='61500-61503', chaff_max_rate='3',
+                      link_rate_mbit='10000', state_dir='/tmp/nowhere')
+    shaper = tc_lib.Shaper.from_conf(conf.stealth)
+    assert shaper.chaff_port_blocks == [(61500, 0xFFFC)]
+    assert shaper.chaff_rate == tree.mib_to_bytes(3)
+    assert shaper.link_rate == tree.mbit_to_bytes(10000)
