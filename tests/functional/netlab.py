@@ -104,6 +104,21 @@ class Link(object):
                 for what in ('qdisc', 'class', 'filter')}
 
 
+def record_received(sock, stopping, samples):
+    """Read until EOF, an error or ``stopping``; log (time, bytes)."""
+    sock.settimeout(0.2)
+    while not stopping.is_set():
+        try:
+            data = sock.recv(1 << 18)
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        samples.append((time.monotonic(), len(data)))
+
+
 class Sink(object):
     """A TCP server in a namespace that counts what it receives."""
 
@@ -130,16 +145,8 @@ class Sink(object):
                              daemon=True).start()
 
     def _read(self, conn):
-        conn.settimeout(0.2)
         with conn:
-            while not self.stopping.is_set():
-                try:
-                    data = conn.recv(1 << 18)
-                except socket.timeout:
-                    continue
-                if not data:
-                    return
-                self.samples.append((time.monotonic(), len(data)))
+            record_received(conn, self.stopping, self.samples)
 
     def throughput(self, start, stop, window=1.0):
         """Bits per second received in each window from start to stop."""

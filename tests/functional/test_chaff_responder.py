@@ -81,17 +81,7 @@ class Stream(object):
         self.thread.start()
 
     def _read(self):
-        self.sock.settimeout(0.2)
-        while not self.stopping.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
-            self.samples.append((time.monotonic(), len(data)))
+        netlab.record_received(self.sock, self.stopping, self.samples)
 
     def rate(self, start, stop):
         return sum(n for t, n in self.samples if start <= t < stop) / (
