@@ -37,14 +37,6 @@ def _finite(value):
     return None if value is None or not math.isfinite(value) else value
 
 
-def score(detector, flows, labels):
-    """Detection rate, false-positive rate and ROC AUC on labelled flows."""
-    if not flows:
-        return rates(np.zeros(0), np.zeros(0, bool), [])
-    return rates(detector.predict_proba(flows)[:, 1],
-                 detector.predict(flows), labels)
-
-
 def rates(probabilities, flagged, labels):
     """Detection rate, false-positive rate and ROC AUC from verdicts.
 
@@ -78,7 +70,7 @@ def rates(probabilities, flagged, labels):
     return result
 
 
-def train_maxent(flows, labels, windows, seed=0):
+def train_maxent(flows, labels, windows):
     """Fit a MaxEnt detector on migrations against everything else."""
     y = [label == 'migration' for label, _ in labels]
     return detector_lib.MaxEntDetector(windows=windows).fit(flows, y)
@@ -203,7 +195,7 @@ def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None):
                 try:
                     detectors[name] = train_maxent(
                         [flows[i] for i in train],
-                        [labels[i] for i in train], windows, seed)
+                        [labels[i] for i in train], windows)
                 except ValueError as e:
                     notes.append('%s not trained: %s' % (name, e))
                     continue

@@ -282,27 +282,23 @@ class CaptureReader(object):
         def scan(buffer, base):
             offsets = []
             position, end = 0, len(buffer)
+            bad = None
             while position + 16 <= end:
                 caplen, wirelen = record.unpack_from(buffer, position + 8)
                 if caplen > MAX_RECORD or wirelen < caplen:
-                    return self._batches(
-                        self._pcap_batch, buffer, offsets, order,
-                        ns_per_unit, linktype), position, (
-                        base + position,
-                        'corrupt record header (captured %d, original %d)'
-                        % (caplen, wirelen))
+                    bad = (base + position,
+                           'corrupt record header (captured %d, original %d)'
+                           % (caplen, wirelen))
+                    break
                 if position + 16 + caplen > end:
                     break
                 offsets.append(position)
                 position += 16 + caplen
-            return self._batches(self._pcap_batch, buffer, offsets, order,
-                                 ns_per_unit, linktype), position, None
+            batches = ([self._pcap_batch(buffer, offsets, order, ns_per_unit,
+                                         linktype)] if offsets else [])
+            return batches, position, bad
 
         yield from self._walk(capture, 24, scan, 'record')
-
-    @staticmethod
-    def _batches(make, buffer, offsets, *args):
-        return [make(buffer, offsets, *args)] if offsets else []
 
     def _pcap_batch(self, buffer, offsets, order, ns_per_unit, linktype):
         buf = np.frombuffer(buffer, dtype=np.uint8)

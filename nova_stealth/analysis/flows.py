@@ -112,6 +112,17 @@ class FlowFeatures(object):
         return (self.last_ns - self.first_ns) / 1e9
 
 
+def address_halves(address):
+    """(high, low) uint64 halves of an address as the reader packs it.
+
+    The inverse of the text a flow key holds: IPv4 is mapped, ::ffff:a.b.c.d.
+    """
+    value = int(ipaddress.ip_address(address))
+    if '.' in address:
+        value |= 0xFFFF00000000
+    return value >> 64, value & 0xFFFFFFFFFFFFFFFF
+
+
 def _address(high, low):
     value = (int(high) << 64) | int(low)
     if high == 0 and low >> 32 == 0xFFFF:

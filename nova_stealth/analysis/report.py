@@ -25,14 +25,8 @@ PLOT_BIN = 0.01
 
 def _key_columns(key):
     """The packed columns flow_lib.FlowTable uses, for one key."""
-    def halves(address):
-        value = int(flow_lib.ipaddress.ip_address(address))
-        if '.' in address:
-            value |= 0xFFFF00000000
-        return value >> 64, value & 0xFFFFFFFFFFFFFFFF
-
-    src_hi, src_lo = halves(key.src)
-    dst_hi, dst_lo = halves(key.dst)
+    src_hi, src_lo = flow_lib.address_halves(key.src)
+    dst_hi, dst_lo = flow_lib.address_halves(key.dst)
     return (flow_lib.PROTOCOL_NUMBERS[key.proto], key.sport, key.dport,
             src_hi, src_lo, dst_hi, dst_lo)
 

@@ -81,7 +81,6 @@ U32_MAX = 0xFFFFFFFF
 NLMSGHDR = struct.Struct('=IHHII')
 TCMSG = struct.Struct('=BxxxiIII')
 NLATTR = struct.Struct('=HH')
-RATESPEC = '=BBHhHI'
 HTB_OPT = struct.Struct('=BBHhHIBBHhHIIIIII')
 HTB_GLOB = struct.Struct('=IIIII')
 U32_SEL = struct.Struct('=BBBxHHhhI')
@@ -99,6 +98,11 @@ def attr(kind, payload):
     """Encode one netlink attribute."""
     header = NLATTR.pack(NLATTR.size + len(payload), kind)
     return header + payload + b'\0' * (align(len(payload)) - len(payload))
+
+
+def encode_attrs(attrs):
+    """Encode {type: payload} as consecutive attributes."""
+    return b''.join(attr(kind, value) for kind, value in attrs.items())
 
 
 def parse_attrs(data, offset=0, end=None):
@@ -200,7 +204,7 @@ def _htb_init_for_create(options):
     glob = bytearray(nested[TCA_HTB_INIT])
     struct.pack_into('=I', glob, 0, 3)
     nested[TCA_HTB_INIT] = bytes(glob)
-    return b''.join(attr(kind, value) for kind, value in nested.items())
+    return encode_attrs(nested)
 
 
 def _u32_for_create(options):
@@ -212,7 +216,7 @@ def _u32_for_create(options):
         flags = struct.unpack('=I', nested[TCA_U32_FLAGS])[0]
         nested[TCA_U32_FLAGS] = struct.pack('=I',
                                             flags & TCA_CLS_FLAGS_SETTABLE)
-    return b''.join(attr(kind, value) for kind, value in nested.items())
+    return encode_attrs(nested)
 
 
 _CREATE_FIXES = {
@@ -233,8 +237,8 @@ def config_only(message):
     fix = _CREATE_FIXES.get((msg_type, attrs.get(TCA_KIND)))
     if fix and TCA_OPTIONS in attrs:
         attrs[TCA_OPTIONS] = fix(attrs[TCA_OPTIONS])
-    return head + b''.join(attr(kind, attrs[kind])
-                           for kind in CONFIG_ATTRS if kind in attrs)
+    return head + encode_attrs({kind: attrs[kind] for kind in CONFIG_ATTRS
+                                if kind in attrs})
 
 
 class NetlinkError(OSError):

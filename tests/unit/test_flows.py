@@ -116,3 +116,9 @@ def test_long_gaps_are_counted_per_millisecond():
     table.add(batch(times, [100] * 4))
     (flow,) = table.flows()
     assert flow.ipt_counts == {9999: 1, 10000: 2}
+
+
+@pytest.mark.parametrize('address', ['198.18.0.1', '2001:db8::2', '::1'])
+def test_address_halves_invert_the_key_text(address):
+    high, low = flow_lib.address_halves(address)
+    assert flow_lib._address(high, low) == address
