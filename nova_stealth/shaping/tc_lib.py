@@ -200,8 +200,17 @@ class Shaper(object):
         record = state.load(self.state_dir, ifname)
         snapshot = priv_tc.dump_tc(link['index'])
         kind, handle = _root_qdisc(snapshot)
-        if record and (kind, handle) == ('htb', tree.ROOT_HANDLE):
+        ours = (kind, handle) == ('htb', tree.ROOT_HANDLE)
+        if record and ours:
             return record
+        if ours:
+            # Ours, but no record says what it holds (the state directory
+            # was lost): nothing tracks its sessions, so it goes.
+            LOG.warning('Removing a shaping tree on %s that no record '
+                        'describes', ifname)
+            priv_tc.delete_root(link['index'], tree.ROOT_HANDLE)
+            snapshot = priv_tc.dump_tc(link['index'])
+            kind, handle = _root_qdisc(snapshot)
         if record:
             LOG.warning('The shaping tree recorded on %s is gone; '
                         'building it again', ifname)

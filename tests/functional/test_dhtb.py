@@ -321,3 +321,16 @@ def test_shaper_sees_only_its_own_namespace(link, shaper):
     assert isinstance(shaper, tc_lib.Shaper)
     with pytest.raises(Exception, match='no network device'):
         shaper.install('mig', link.DST_V4, 61001, 4.0, ifname='d0')
+
+
+def test_tree_left_without_a_record_is_replaced(link, shaper):
+    before = link.tc_show()
+    shaper.install('lost', link.DST_V4, 61001, 4.0)
+    state.delete(shaper.state_dir, 's0')
+    session = shaper.install('next', link.DST_V4, 61002, 4.0)
+    assert session['slot'] == 0
+    shown = link.tc_show()
+    assert 'pref %d ' % session['prio'] in shown['filter']
+    assert shown['filter'].count('flowid 5ea1:100') == 1
+    shaper.remove('next')
+    assert link.tc_show() == before
