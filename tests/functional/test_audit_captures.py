@@ -177,14 +177,17 @@ def test_paced_flows_look_like_migrations(recorded):
     flows = by_port(flow_lib.read_flows([recorded['ethernet']])[0])
     assert set(flows) == set(PACED) | set(BULK)
     # Seen over repeated runs: paced flows 150-166 burst starts and a CV
-    # at 2000 packets of at most 0.032; bulk flows from 0.094 up.
+    # at 2000 packets of at most 0.032; bulk flows from 0.094 up.  A bulk
+    # flow starved on a busy two-core CI machine once paused 35 times in
+    # 15 s, so bulk flows are held only to a fraction of the paced rhythm.
     for port in PACED:
         assert 0.9 * 10 * SECONDS <= len(flows[port].burst_starts) <= (
             1.3 * 10 * SECONDS)
         assert flows[port].window_cvs[2000] < 0.06
     steadiest_paced = max(flows[p].window_cvs[2000] for p in PACED)
+    fewest_paced_bursts = min(len(flows[p].burst_starts) for p in PACED)
     for port in BULK:
-        assert len(flows[port].burst_starts) < 2 * SECONDS
+        assert len(flows[port].burst_starts) < fewest_paced_bursts / 2
         assert flows[port].window_cvs[2000] > 1.5 * steadiest_paced
 
 
