@@ -27,7 +27,7 @@ NAMESPACE = 'nova_stealth.chaff_schedules'
 #: How often the envelope's own variation takes a new value.
 ENVELOPE_TICK = 0.1
 #: Time constant of the average total that the ramp-down starts from: two
-#: 100 ms bins, what the host sent just before the migration ended.
+#: 100 ms bins, what the host sent just before the migration's data ended.
 TRACK_SECONDS = 0.2
 #: Least chaff while the migration runs, as a share of the level: idle TCP
 #: streams restart from a small window (tcp_slow_start_after_idle) and
@@ -78,56 +78,87 @@ class ChaffSchedule(metaclass=abc.ABCMeta):
         """True once the ramp-down is over."""
         return self.ended_at is not None and now - self.ended_at >= self.tail
 
+    def handover_rate(self, now):
+        """The rate the migration should start at, in bytes per second.
+
+        What the chaff sends now less what it keeps sending once the
+        migration runs, so that the host's total does not step when the
+        migration's data starts. The source session starts the rate
+        policy there.
+        """
+        return max(0.0, self.rate(now, 0.0) - self.rate_under(0.0))
+
+    def rate_under(self, migration_rate):
+        """The least chaff sent while a migration runs at this rate."""
+        return 0.0
+
     @abc.abstractmethod
     def rate(self, now, migration_rate):
         """Total chaff bytes per second for ``now``."""
 
 
 class RampSchedule(ChaffSchedule):
-    """Ramp up, fill in under the migration, ramp down.
+    """Ramp up, fill in under the migration, take over, ramp down.
 
-    The envelope is ``level`` times a factor that varies like a TCP flow:
-    a lognormal AR(1) process sampled every 100 ms with mean 1, a
-    coefficient of variation ``cv`` and lag-one autocorrelation ``memory``.
-    Before the migration the chaff rises to the envelope over the lead
-    time; while it runs the chaff sends what the migration leaves of the
-    envelope (never less than a tenth of the level, to keep its streams'
-    windows open), so that the total starts where the chaff was; when it
-    ends the chaff takes over the total the host was sending (its average
-    over the last 200 ms) and falls to nothing over the tail. Both ramps
-    follow a raised cosine.
+    The target is ``level`` times a factor that varies like a TCP flow: a
+    lognormal AR(1) process sampled every 100 ms with mean 1, a coefficient
+    of variation ``cv`` and lag-one autocorrelation ``memory``. Before the
+    migration the chaff rises to the target over the lead time, along a
+    raised cosine. The migration takes over from the chaff: its rate
+    policy starts at :meth:`handover_rate` (what the chaff sends less the
+    keep-alive) and its rate climbs no faster than the modulator's ramp,
+    while the chaff sends what the migration's measured throughput leaves
+    of the target; the target fades along a raised cosine over a random
+    time drawn like the lead, leaving the migration alone (the chaff never
+    sends less than a tenth of the level, to keep its streams' windows
+    open). When the migration has ended and its class
+    has drained (measured throughput below a fifth of its recent mean,
+    or two seconds after the end), the chaff takes over the total the host
+    was sending just before (its mean over about 200 ms), and its variation
+    restarts from a factor of exactly 1; it then falls to nothing over the
+    tail along a raised cosine.
 
     ``level`` is the migration's expected mean rate. While the migration
-    runs the total is the larger of the envelope and the migration's rate,
+    runs the total is the larger of the target and the migration's rate,
     whose mean is above ``level``; given a sample of the migration's rates
-    (``migration_rates``, say the rate policy run ahead), the chaff runs
-    at that expected total before the start, so that the start is no step.
+    (``migration_rates``, say the rate policy run ahead), the target is
+    that expected total throughout, so that the chaff alone before the
+    start looks like the host during the migration.
 
-    Measured on the real kernel it does not yet hide the steps reliably:
-    with some seeds the change at the start or end stays as large as
-    without chaff (tests/functional/test_chaff_sender.py prints it).
+    ``migration_rate`` passed to :meth:`rate` must be the throughput the
+    migration's class measures, not the rate set: a migration's data keeps
+    draining from its socket after the hypervisor says it is done.
     """
+
+    #: The migration's class counts as drained below this share of its
+    #: recent throughput.
+    DRAINED = 0.2
+    #: The hand-over happens at the latest this long after the end.
+    DRAIN_SECONDS = 2.0
 
     def __init__(self, level, lead=(5.0, 15.0), tail=(5.0, 15.0),
                  seed=None, cv=0.5, memory=0.7, migration_rates=None):
         super().__init__(level, lead, tail, seed)
+        self.fade = float(self.rng.uniform(*lead))
         self.spread = math.sqrt(math.log(1.0 + cv * cv))
         self.memory = memory
-        self.before_level = self.level
+        self.target_level = self.level
         if migration_rates is not None and len(migration_rates):
             factors = np.exp(self.rng.normal(-self.spread ** 2 / 2.0,
                                              self.spread,
                                              len(migration_rates)))
-            self.before_level = float(np.mean(np.maximum(
+            self.target_level = float(np.mean(np.maximum(
                 self.level * factors, np.asarray(migration_rates))))
         self.log_factor = float(self.rng.normal(0.0, self.spread))
         self.factor_at = None
-        self.recent = None
+        self.recent_total = None
+        self.recent_migration = None
         self.recent_at = None
+        self.tail_at = None
         self.end_level = None
 
     def factor(self, now):
-        """The envelope's multiplicative variation at ``now`` (mean 1)."""
+        """The target's multiplicative variation at ``now`` (mean 1)."""
         if self.factor_at is None:
             self.factor_at = now
         innovation = self.spread * math.sqrt(1.0 - self.memory ** 2)
@@ -137,43 +168,58 @@ class RampSchedule(ChaffSchedule):
             self.factor_at += ENVELOPE_TICK
         return math.exp(self.log_factor - self.spread ** 2 / 2.0)
 
-    def _track(self, now, total):
-        # The total's average over about the last 200 ms.
-        if self.recent is None:
-            self.recent, self.recent_at = total, now
-            return
-        weight = 1.0 - math.exp(-(now - self.recent_at) / TRACK_SECONDS)
-        self.recent += weight * (total - self.recent)
+    def _track(self, now, total, migration_rate):
+        # Averages over about the last 200 ms, of the host's total and of
+        # the migration's own throughput.
+        if self.recent_at is None:
+            self.recent_total, self.recent_migration = total, migration_rate
+        else:
+            weight = 1.0 - math.exp(-(now - self.recent_at) / TRACK_SECONDS)
+            self.recent_total += weight * (total - self.recent_total)
+            self.recent_migration += weight * (migration_rate -
+                                               self.recent_migration)
         self.recent_at = now
 
-    def migration_ended(self, now):
-        """The migration's data stopped: hold the total, then ramp down.
+    def _drained(self, now, migration_rate):
+        if self.ended_at is None:
+            return False
+        return (now - self.ended_at >= self.DRAIN_SECONDS or
+                migration_rate < self.DRAINED * (self.recent_migration or 0))
 
-        The chaff takes the level of the recent total, and its variation
-        restarts from a factor of exactly 1, so that at the hand-over the
-        chaff is what the host was sending; the factor then wanders with
-        mean 1 as before.
-        """
-        super().migration_ended(now)
-        self.end_level = self.level if self.recent is None else self.recent
+    def _take_over(self, now):
+        self.tail_at = now
+        self.end_level = (self.target_level if self.recent_total is None
+                          else self.recent_total)
         self.log_factor = self.spread ** 2 / 2.0
         self.factor_at = now
+
+    def done(self, now):
+        """True once the ramp-down is over."""
+        return self.tail_at is not None and now - self.tail_at >= self.tail
+
+    def rate_under(self, migration_rate):
+        """The keep-alive: a tenth of the level."""
+        return KEEP_ALIVE * self.level
 
     def rate(self, now, migration_rate):
         """Total chaff bytes per second for ``now``."""
         if self.prepared_at is None:
             return 0.0
+        if self.tail_at is None and self.started_at is not None and (
+                self._drained(now, migration_rate)):
+            self._take_over(now)
         factor = self.factor(now)
         if self.started_at is None:
-            return self.before_level * factor * smooth_ramp(
+            return self.target_level * factor * smooth_ramp(
                 (now - self.prepared_at) / self.lead)
-        if self.ended_at is None:
-            chaff = max(KEEP_ALIVE * self.level,
-                        self.level * factor - migration_rate)
-            self._track(now, chaff + migration_rate)
+        if self.tail_at is None:
+            fading = smooth_ramp(1.0 - (now - self.started_at) / self.fade)
+            chaff = max(self.rate_under(migration_rate),
+                        self.target_level * factor * fading - migration_rate)
+            self._track(now, chaff + migration_rate, migration_rate)
             return chaff
         return self.end_level * factor * smooth_ramp(
-            1.0 - (now - self.ended_at) / self.tail)
+            1.0 - (now - self.tail_at) / self.tail)
 
 
 class ConstantSchedule(ChaffSchedule):

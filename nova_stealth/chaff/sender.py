@@ -82,6 +82,17 @@ class ChaffSender(object):
         self.schedule.prepare(self.clock())
         self.thread.start()
 
+    def handover_rate(self):
+        """Bytes per second the migration should start at.
+
+        What the chaff sends now less what it keeps sending under the
+        migration; 0 once the budget is spent.
+        """
+        if self.sent >= self.budget:
+            return 0.0
+        return min(self.max_rate,
+                   self.schedule.handover_rate(self.clock()))
+
     def migration_started(self):
         """Tell the schedule the migration's data flows."""
         self.schedule.migration_started(self.clock())

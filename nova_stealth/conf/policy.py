@@ -55,6 +55,17 @@ namespace. Installed with nova_stealth:
 Rate, in MiB/s, of the migration class when it is installed, before the first
 tick (r). It must lie within [min_rate, max_rate].
 """),
+    cfg.FloatOpt(
+        'start_ramp_seconds',
+        default=3.0,
+        min=0.0,
+        max=60.0,
+        help="""
+Seconds over which the migration's rate may climb at most from where it
+starts to max_rate, geometrically; the chaff fills in the rest, so the
+migration's start shows no step in the host's egress. 0 lets the policy
+jump at once.
+"""),
     cfg.IntOpt(
         'tick_interval_ms',
         default=10,

@@ -183,11 +183,11 @@ def delete_filters(ifindex, parent, prio, protocol):
 
 @privileged.net_admin.entrypoint
 def start_modulator(ifindex, handle, parent, mtu, policy_name,
-                    policy_kwargs, seed, tick_s):
+                    policy_kwargs, seed, tick_s, ramp_s=0.0):
     """Start modulating an HTB class; return the modulator's id."""
     modulator = modulator_lib.ClassModulator(
         ifindex, handle, parent, mtu, policy_name, policy_kwargs, seed,
-        tick_s)
+        tick_s, ramp_s)
     modulator.start()
     modulator_id = 'modulator-%d' % next(_MODULATOR_IDS)
     _MODULATORS[modulator_id] = modulator
@@ -205,10 +205,16 @@ def stop_modulator(modulator_id):
 
 
 @privileged.net_admin.entrypoint
-def modulator_rate(modulator_id):
-    """The rate, in MiB/s, a modulator set last; None if there is none."""
+def modulator_rates(modulator_id):
+    """A modulator's last rate set and its class's recent throughput.
+
+    :returns: ``{'set': MiB/s, 'sent': bytes/s or None}``, None if there
+        is no such modulator
+    """
     modulator = _MODULATORS.get(modulator_id)
-    return None if modulator is None else modulator.last_rate
+    if modulator is None:
+        return None
+    return {'set': modulator.last_rate, 'sent': modulator.sent_rate()}
 
 
 @privileged.net_admin.entrypoint

@@ -37,13 +37,17 @@ class Modulator(object):
     :param apply_rate: called with the rate in bytes/s; returns the bytes
         the class has sent so far (or None)
     :param tick_s: seconds between two ticks
+    :param ramp_s: seconds over which the rate may rise at most from the
+        policy's start rate to its maximum, geometrically (0: no ramp); the
+        chaff fills in the rest, so the migration's start is no step
     """
 
-    def __init__(self, policy, apply_rate, tick_s, clock=time.monotonic,
-                 sleep=time.sleep):
+    def __init__(self, policy, apply_rate, tick_s, ramp_s=0.0,
+                 clock=time.monotonic, sleep=time.sleep):
         self.policy = policy
         self.apply_rate = apply_rate
         self.tick_s = tick_s
+        self.ramp_s = ramp_s
         self.clock = clock
         self.sleep = sleep
         self.times = array.array('d')
@@ -73,6 +77,25 @@ class Modulator(object):
         """True while the loop runs."""
         return self._thread.is_alive()
 
+    def ceiling(self, elapsed):
+        """The most the rate may be, ``elapsed`` seconds after the start."""
+        if elapsed >= self.ramp_s:
+            return self.policy.max_rate
+        growth = self.policy.max_rate / self.policy.start_rate
+        return self.policy.start_rate * growth ** (elapsed / self.ramp_s)
+
+    def sent_rate(self, ticks=3):
+        """Bytes per second the class sent over the last ``ticks`` ticks.
+
+        None until the kernel has reported the byte counter that long.
+        """
+        count = len(self.sent)
+        if count <= ticks or self.sent[count - 1] < 0 or (
+                self.sent[count - 1 - ticks] < 0):
+            return None
+        return ((self.sent[count - 1] - self.sent[count - 1 - ticks]) /
+                (self.times[count - 1] - self.times[count - 1 - ticks]))
+
     def _record(self, started, deadline, now, rate, sent):
         # Called right after the change: ``applied`` is how long after its
         # deadline the new rate was in force.
@@ -96,7 +119,8 @@ class Modulator(object):
                 self.sleep(deadline - now)
                 now = self.clock()
             try:
-                rate = self.policy.next_rate()
+                rate = min(self.policy.next_rate(),
+                           self.ceiling(deadline - started))
                 sent = self.apply_rate(tree.mib_to_bytes(rate))
             except Exception as e:
                 self.error = '%s: %s' % (type(e).__name__, e)
@@ -139,7 +163,7 @@ class ClassModulator(Modulator):
     """
 
     def __init__(self, ifindex, handle, parent, mtu, policy_name,
-                 policy_kwargs, seed, tick_s):
+                 policy_kwargs, seed, tick_s, ramp_s=0.0):
         policy_cls = rate_policies.policy_class(policy_name)
         policy = policy_cls(seed=seed, **policy_kwargs)
         self.socket = rtnl.RtnlSocket()
@@ -149,7 +173,7 @@ class ClassModulator(Modulator):
             return self.socket.change_htb_class(ifindex, handle, parent,
                                                 options)
 
-        super().__init__(policy, apply_rate, tick_s)
+        super().__init__(policy, apply_rate, tick_s, ramp_s)
 
     def _run(self):
         try:

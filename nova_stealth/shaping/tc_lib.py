@@ -172,23 +172,28 @@ class Shaper(object):
         return removed
 
     def start_modulator(self, session, policy_name, policy_kwargs, tick_s,
-                        seed=None):
+                        seed=None, ramp_s=0.0):
         """Start the loop that sets the session's class rate every tick.
 
+        :param ramp_s: seconds over which the rate may climb from the
+            policy's start rate to its maximum (0: at once)
         :returns: the modulator's id, for :meth:`stop_modulator`
         """
         return priv_tc.start_modulator(
             session['ifindex'], session['classid'],
             tree.handle(tree.PARENT_MINOR), session['mtu'], policy_name,
-            policy_kwargs, seed, tick_s)
+            policy_kwargs, seed, tick_s, ramp_s)
 
     def stop_modulator(self, modulator_id):
         """Stop a modulator and return its report (None if unknown)."""
         return priv_tc.stop_modulator(modulator_id)
 
-    def modulator_rate(self, modulator_id):
-        """The rate, in MiB/s, a running modulator set last (cheap)."""
-        return priv_tc.modulator_rate(modulator_id)
+    def modulator_rates(self, modulator_id):
+        """A running modulator's last rate and measured throughput (cheap).
+
+        :returns: ``{'set': MiB/s, 'sent': bytes/s or None}`` or None
+        """
+        return priv_tc.modulator_rates(modulator_id)
 
     def modulator_report(self, modulator_id):
         """Return a running modulator's report so far."""

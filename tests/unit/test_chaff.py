@@ -59,23 +59,46 @@ def test_ramp_before_during_after():
               for t in range(0, 21)]
     assert rising == sorted(rising)
     assert rising[-1] == pytest.approx(LEVEL)
+    # The migration starts where the chaff was, less the keep-alive.
+    assert schedule.handover_rate(2.0) == pytest.approx(
+        schedule.rate(2.0, 0.0) - schedules.KEEP_ALIVE * LEVEL)
     schedule.migration_started(2.0)
-    totals = []
     for tick in range(21, 60):
         now = tick / 10.0
         migration = 6.0 if tick % 2 else 1.0
         chaff = schedule.rate(now, migration)
-        assert chaff >= schedules.KEEP_ALIVE * LEVEL
+        # The target fades out over a time drawn like the lead (2 s).
+        fading = schedules.smooth_ramp(1.0 - (now - 2.0) / 2.0)
         assert chaff == pytest.approx(max(
             schedules.KEEP_ALIVE * LEVEL,
-            LEVEL * schedule.factor(now) - migration))
-        totals.append(chaff + migration)
+            LEVEL * schedule.factor(now) * fading - migration))
+        if now >= 4.0:
+            assert chaff == pytest.approx(schedules.KEEP_ALIVE * LEVEL)
+    # Ended, but its class still drains: the chaff keeps filling in.
     schedule.migration_ended(6.0)
-    assert schedule.end_level == pytest.approx(schedule.recent)
-    assert schedule.rate(6.0, 0.0) == pytest.approx(schedule.end_level)
-    assert not schedule.done(9.9)
-    assert schedule.rate(10.0, 0.0) == pytest.approx(0.0)
-    assert schedule.done(10.0)
+    assert schedule.rate(6.1, 5.0) == pytest.approx(
+        schedules.KEEP_ALIVE * LEVEL)
+    assert schedule.tail_at is None
+    recent = schedule.recent_total
+    # Drained: the chaff takes over the recent total, factor reset to 1.
+    assert schedule.rate(6.2, 0.0) == pytest.approx(recent)
+    assert schedule.tail_at == 6.2
+    assert not schedule.done(10.1)
+    assert schedule.rate(10.3, 0.0) == 0.0
+    assert schedule.done(10.3)
+
+
+def test_take_over_at_the_latest_two_seconds_after_the_end():
+    schedule = ramp()
+    schedule.prepare(0.0)
+    schedule.migration_started(2.0)
+    for tick in range(21, 40):
+        schedule.rate(tick / 10.0, 3.0)
+    schedule.migration_ended(4.0)
+    schedule.rate(5.9, 3.0)
+    assert schedule.tail_at is None
+    schedule.rate(6.0, 3.0)
+    assert schedule.tail_at == 6.0
 
 
 def test_level_before_the_start_matches_the_expected_total():
@@ -84,8 +107,8 @@ def test_level_before_the_start_matches_the_expected_total():
     factors = np.exp(np.random.default_rng(1).normal(
         -schedule.spread ** 2 / 2, schedule.spread, 5000))
     expected = np.mean(np.maximum(LEVEL * factors, rates))
-    assert schedule.before_level == pytest.approx(expected, rel=0.05)
-    assert schedule.before_level > LEVEL
+    assert schedule.target_level == pytest.approx(expected, rel=0.05)
+    assert schedule.target_level > LEVEL
 
 
 def test_constant_schedule():

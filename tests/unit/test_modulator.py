@@ -118,3 +118,41 @@ def test_stop_is_prompt_with_a_real_clock():
     loop.start()
     loop.stop()
     assert not loop.running
+
+
+class FullPolicy(constant.ConstantRatePolicy):
+    """Asks for its maximum every tick, from a start of 2 MiB/s."""
+
+    def __init__(self):
+        super().__init__(1.0, 32.0, 2.0)
+
+    def next_rate(self):
+        return self.max_rate
+
+
+def test_start_ramp_caps_the_rate_geometrically():
+    fake = FakeTime()
+    sent = [0.0]
+
+    def apply_rate(rate):
+        sent[0] += rate * 0.01
+        return sent[0]
+
+    loop = modulator.Modulator(FullPolicy(), apply_rate, 0.01, ramp_s=0.4,
+                               clock=fake.clock, sleep=fake.sleep)
+    report = run_until(loop, 60)
+    # 2 MiB/s doubling every 0.1 s up to 32 MiB/s, then the policy's own.
+    assert report['rates'][0] == pytest.approx(2.0)
+    assert report['rates'][10] == pytest.approx(4.0)
+    assert report['rates'][30] == pytest.approx(16.0)
+    assert report['rates'][40:] == [32.0] * 20
+    # The class's throughput over the last three ticks, in bytes/s.
+    assert loop.sent_rate() == pytest.approx(tree.mib_to_bytes(32.0))
+
+
+def test_sent_rate_needs_the_kernel_counter():
+    fake = FakeTime()
+    loop = modulator.Modulator(FullPolicy(), lambda rate: None, 0.01,
+                               clock=fake.clock, sleep=fake.sleep)
+    run_until(loop, 10)
+    assert loop.sent_rate() is None

@@ -1,0 +1,235 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""A migration on its source host: DHTB class, modulator and chaff.
+
+The order matters to what an eavesdropper sees. :meth:`SourceSession.start`
+shapes the migration's port, starts the chaff and waits out its random
+lead, then starts the modulator at the rate the chaff was sending, so the
+host's egress does not step when the migration's data begins.
+:meth:`SourceSession.finish` lets the migration's class drain, stops the
+modulator and leaves the chaff to ramp down in the background, removing
+the shaping once it has. :meth:`SourceSession.abort` removes everything at
+once. Both are idempotent, and every exit path ends in one of them.
+"""
+
+import logging
+import socket
+import threading
+import time
+
+import numpy as np
+
+from nova_stealth.chaff import schedules
+from nova_stealth.chaff import sender as sender_lib
+from nova_stealth import policy as rate_policies
+from nova_stealth.shaping import tc_lib
+from nova_stealth.shaping import tree
+
+LOG = logging.getLogger(__name__)
+MIB = 1 << 20
+#: The policy is run this many ticks ahead to learn its mean rate.
+LOOKAHEAD_TICKS = 20000
+#: Below this throughput (bytes/s) the migration's class counts as drained.
+DRAINED_RATE = 0.01 * MIB
+DRAIN_TIMEOUT = 10.0
+#: How long after its start the migration's rate set stands for what it
+#: sends.
+SETTLE_SECONDS = 0.3
+
+
+def expected_rates(policy_name, policy_kwargs, seed=None):
+    """The policy run ahead: its mean rates per 100 ms, in bytes/s."""
+    policy = rate_policies.policy_class(policy_name)(seed=seed,
+                                                     **policy_kwargs)
+    rates = np.array([policy.next_rate() for _ in range(LOOKAHEAD_TICKS)])
+    return rates.reshape(-1, 10).mean(axis=1) * MIB
+
+
+def hypervisor_max_bandwidth(group):
+    """QEMU's max-bandwidth for a stealthed migration, in MiB/s.
+
+    Four times the policy's highest rate: QEMU's limiter hands out a tenth
+    of it every 100 ms and sleeps the rest of the period once it is spent,
+    which would put its bursts back on the wire. At four times the most
+    the class ever drains, QEMU always has data queued in its socket, so
+    the modulated class alone paces what leaves the host.
+    """
+    return 4.0 * group.max_rate
+
+
+class SourceSession(object):
+    """Shape and hide one outgoing migration.
+
+    :param group: the loaded [stealth] option group
+    :param migration_id: a name unique on this host (Nova's migration uuid)
+    :param peer: the destination's address
+    :param port: the migration's data port on the destination
+    :param memory_bytes: the guest's memory, for the chaff's byte budget
+    :param shaper: a :class:`nova_stealth.shaping.tc_lib.Shaper` (built
+        from ``group`` if None)
+    :param socket_factory: makes the chaff's sockets, like socket.socket
+    :param seed: seed of the policy and the chaff (None: fresh entropy)
+    """
+
+    def __init__(self, group, migration_id, peer, port, memory_bytes,
+                 shaper=None, socket_factory=socket.socket, seed=None,
+                 sleep=time.sleep):
+        self.group = group
+        self.migration_id = migration_id
+        self.peer = peer
+        self.port = port
+        self.memory_bytes = memory_bytes
+        self.shaper = shaper or tc_lib.Shaper.from_conf(group)
+        self.socket_factory = socket_factory
+        self.seed = seed
+        self.sleep = sleep
+        self.policy_kwargs = rate_policies.policy_class(
+            group.rate_policy).conf_kwargs(group)
+        self.session = None
+        self.modulator = None
+        self.chaff = None
+        self.report = None
+        self.started_at = None
+        self._lock = threading.Lock()
+        self._tail = None
+        self._closed = False
+
+    def start(self):
+        """Shape the port, start the chaff, wait its lead, modulate.
+
+        Returns when the migration may start sending. On any error
+        everything done so far is undone before the error is raised.
+        """
+        try:
+            self.session = self.shaper.install(
+                self.migration_id, self.peer, self.port,
+                self.policy_kwargs['start_rate'])
+            start_rate = self.policy_kwargs['start_rate']
+            if self.group.chaff_enabled:
+                self.chaff = self._chaff()
+                self.chaff.start()
+                self.sleep(self.chaff.schedule.lead)
+                start_rate = self._clamp(self.chaff.handover_rate() / MIB)
+            kwargs = dict(self.policy_kwargs, start_rate=start_rate)
+            self.started_at = time.monotonic()
+            self.modulator = self.shaper.start_modulator(
+                self.session, self.group.rate_policy, kwargs,
+                self.group.tick_interval_ms / 1000.0, seed=self.seed,
+                ramp_s=self.group.start_ramp_seconds)
+            if self.chaff:
+                self.chaff.migration_started()
+            LOG.info('Migration %s to [%s]:%d shaped by %s from %.2f MiB/s',
+                     self.migration_id, self.peer, self.port,
+                     self.group.rate_policy, start_rate)
+        except BaseException:
+            self.abort()
+            raise
+
+    def migration_throughput(self):
+        """Bytes per second the migration's class sends now.
+
+        The rate set, until the migration has run for SETTLE_SECONDS: a
+        measure over the first ticks sees a connection still opening, and
+        the chaff would fill in what the migration is about to send.
+        """
+        rates = (self.shaper.modulator_rates(self.modulator)
+                 if self.modulator else None)
+        if rates is None:
+            return 0.0
+        if rates['sent'] is None or (
+                time.monotonic() - self.started_at < SETTLE_SECONDS):
+            return max(rates['set'] * MIB, rates['sent'] or 0.0)
+        return rates['sent']
+
+    def finish(self):
+        """The migration's data is done: drain, then hide its end.
+
+        Waits for the class to drain (so the last data is still shaped),
+        stops the modulator, and leaves the chaff ramping down in a thread
+        that removes the shaping when it is over; :meth:`close` waits for
+        it.
+        """
+        with self._lock:
+            if self._closed or self._tail is not None:
+                return
+            if self.chaff:
+                self.chaff.migration_ended()
+            self._wait_drained()
+            self._stop_modulator()
+            self._tail = threading.Thread(
+                target=self._finish_tail, daemon=True,
+                name='nova-stealth-tail-%s' % self.migration_id)
+            self._tail.start()
+
+    def abort(self):
+        """Stop the chaff and remove the shaping now; idempotent."""
+        with self._lock:
+            if self.chaff:
+                self.chaff.stop()
+            self._stop_modulator()
+            self._remove_shaping()
+
+    def close(self, timeout=None):
+        """Wait for the ramp-down after :meth:`finish`; True when done."""
+        if self._tail is not None:
+            self._tail.join(timeout)
+            return not self._tail.is_alive()
+        return True
+
+    @property
+    def chaff_bytes(self):
+        """Chaff payload bytes sent so far."""
+        return self.chaff.sent if self.chaff else 0
+
+    def _chaff(self):
+        rates = expected_rates(self.group.rate_policy, self.policy_kwargs,
+                               self.seed)
+        schedule = schedules.load(
+            self.group.chaff_schedule, float(np.mean(rates)),
+            lead=self.group.chaff_lead_seconds,
+            tail=self.group.chaff_tail_seconds, seed=self.seed,
+            migration_rates=rates)
+        return sender_lib.ChaffSender(
+            [(self.peer, list(self.group.chaff_ports))], schedule,
+            max_rate=tree.mib_to_bytes(self.group.chaff_max_rate),
+            budget=int(self.group.chaff_budget_fraction * self.memory_bytes),
+            migration_rate=self.migration_throughput, seed=self.seed,
+            socket_factory=self.socket_factory)
+
+    def _clamp(self, rate):
+        return min(max(rate, self.policy_kwargs['min_rate']),
+                   self.policy_kwargs['max_rate'])
+
+    def _wait_drained(self):
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while (self.modulator and time.monotonic() < deadline and
+               self.migration_throughput() > DRAINED_RATE):
+            self.sleep(0.02)
+
+    def _stop_modulator(self):
+        if self.modulator is not None:
+            self.report = self.shaper.stop_modulator(self.modulator)
+            self.modulator = None
+
+    def _remove_shaping(self):
+        if not self._closed:
+            self.shaper.remove(self.migration_id)
+            self._closed = True
+
+    def _finish_tail(self):
+        try:
+            if self.chaff:
+                self.chaff.wait(self.chaff.schedule.tail + 10.0)
+                self.chaff.stop()
+        finally:
+            with self._lock:
+                self._remove_shaping()
