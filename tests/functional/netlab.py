@@ -15,8 +15,6 @@ Every name is unique per run and every address comes from 198.18.0.0/15 or
 2001:db8::/32. Whatever is made here is removed by the fixtures' cleanup.
 """
 
-import contextlib
-import ctypes
 import json
 import os
 import socket
@@ -25,39 +23,17 @@ import threading
 import time
 import uuid
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from nova_stealth.testbed import netns
 
-
-def run(*args, check=True):
-    """Run a command; return its standard output."""
-    result = subprocess.run(args, capture_output=True, text=True)
-    if check and result.returncode:
-        raise RuntimeError('%s failed: %s' % (' '.join(args),
-                                              result.stderr.strip()))
-    return result.stdout
+in_netns = netns.in_netns
+offloads_off = netns.offloads_off
+run = netns.run
+Tcpdump = netns.Tcpdump
 
 
 def unique_name(prefix):
     """A name no other test run uses (at most 15 characters)."""
     return '%s-%s' % (prefix, uuid.uuid4().hex[:8])
-
-
-@contextlib.contextmanager
-def in_netns(name):
-    """Run the body with this thread in network namespace ``name``.
-
-    A socket made in the body stays in that namespace afterwards.
-    """
-    with open('/proc/thread-self/ns/net') as own, \
-            open('/run/netns/' + name) as target:
-        if _libc.setns(target.fileno(), CLONE_NEWNET):
-            raise OSError(ctypes.get_errno(), 'setns to %s failed' % name)
-        try:
-            yield
-        finally:
-            if _libc.setns(own.fileno(), CLONE_NEWNET):
-                raise OSError(ctypes.get_errno(), 'setns back failed')
 
 
 class Link(object):
@@ -242,36 +218,3 @@ class PacedSender(BulkSender):
             delay = deadline - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-
-
-def offloads_off(ns, dev):
-    """Make the kernel hand tcpdump wire-sized packets on ``dev``."""
-    run('ip', 'netns', 'exec', ns, 'ethtool', '-K', dev, 'tso', 'off', 'gso',
-        'off', 'gro', 'off')
-
-
-class Tcpdump(object):
-    """A tcpdump process in a namespace, writing a capture file."""
-
-    def __init__(self, ns, path, *args):
-        self.path = path
-        # -Z root: stay root, to write into the tests' private directories.
-        self.process = subprocess.Popen(
-            ['ip', 'netns', 'exec', ns, 'tcpdump', '-n', '-U', '-Z', 'root',
-             '-w', path] + list(args), stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True)
-        said = []
-        while not said or 'listening on' not in said[-1]:
-            said.append(self.process.stderr.readline())
-            if not said[-1]:
-                self.process.kill()
-                self.process.wait()
-                raise RuntimeError('tcpdump did not start: %s'
-                                   % ''.join(said))
-
-    def stop(self):
-        """Stop capturing and flush the file."""
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.process.stderr.close()
-        return self.path

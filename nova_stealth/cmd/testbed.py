@@ -1,0 +1,191 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""nova-stealth-testbed: real QEMU migrations, native against stealthed.
+
+``run`` builds the namespaced hosts for each load level, migrates a QEMU
+VM natively at each speed and through the nova_stealth engine with each
+rate policy, captures at the router, and scores it all into results.json
+and report.md. Runs already in the output directory are kept (resume).
+``cleanup`` removes what a crashed run left.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+
+import tqdm
+
+from nova_stealth.testbed import guest as guest_lib
+from nova_stealth.testbed import qemu
+from nova_stealth.testbed import report
+from nova_stealth.testbed import runner
+from nova_stealth.testbed import topology
+
+QUICK = {'modes': 'native,paper', 'loads': 'S', 'speeds': '4',
+         'guest': 'ram', 'memory_mib': 48, 'runs': 2}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog='nova-stealth-testbed',
+        description='Live-migrate a real QEMU VM between namespaced hosts '
+                    'under background traffic, natively and stealthed, '
+                    'capture it on-path and score it.')
+    sub = parser.add_subparsers(dest='command', required=True)
+    run = sub.add_parser('run', help='run the experiment')
+    run.add_argument('--out', default='testbed-results', metavar='DIR')
+    run.add_argument('--modes', default='native,paper,constant',
+                     help='native and rate policy names (default '
+                          'native,paper,constant)')
+    run.add_argument('--schedule', default='ramp',
+                     help='chaff schedule of stealthed runs, or none')
+    run.add_argument('--loads', default='S,M,H',
+                     help='background load levels, of S, M, H')
+    run.add_argument('--speeds', default='4,8',
+                     help='native migration speeds in MiB/s')
+    run.add_argument('--guest', default='ram',
+                     help='ram, linux, or both (comma-separated)')
+    run.add_argument('--memory-mib', type=int, default=64)
+    run.add_argument('--dirty-mib-s', type=float, default=1.0,
+                     help='memory the linux guest dirties per second')
+    run.add_argument('--runs', type=int, default=2, help='runs per cell')
+    run.add_argument('--seed', type=int, default=0)
+    run.add_argument('--quick', action='store_true',
+                     help='a small experiment for CI: %s' % json.dumps(QUICK))
+    run.add_argument('--no-plots', action='store_true')
+    clean = sub.add_parser('cleanup', help='remove a crashed run\'s leftovers')
+    clean.add_argument('--out', default='testbed-results', metavar='DIR')
+    args = parser.parse_args(argv)
+    if args.command == 'run' and args.quick:
+        for name, value in QUICK.items():
+            setattr(args, name, value)
+    return args
+
+
+def _split(text):
+    return [item.strip() for item in text.split(',') if item.strip()]
+
+
+def cells(args):
+    """(load, guest, index, mode, speed) of every run, in running order."""
+    for load in _split(args.loads):
+        if load not in runner.LOADS:
+            raise SystemExit('unknown load %r: use %s' % (
+                load, ', '.join(runner.LOADS)))
+        for guest in _split(args.guest):
+            for index in range(args.runs):
+                for mode in _split(args.modes):
+                    speeds = _split(args.speeds) if mode == 'native' else [
+                        None]
+                    for speed in speeds:
+                        yield load, guest, index, mode, speed
+
+
+def run_name(load, guest, index, mode, speed):
+    what = 'native%s' % speed if mode == 'native' else mode
+    return '%s-%s-%s-%d' % (load, guest, what, index)
+
+
+def images(args, guests):
+    """The VM images each guest mode needs, made once per output dir."""
+    made = {}
+    if 'ram' in guests:
+        made['ram'] = qemu.random_image(
+            os.path.join(args.out, 'ram-%d.img' % args.memory_mib),
+            args.memory_mib, args.seed)
+    if 'linux' in guests:
+        if args.memory_mib < guest_lib.MIN_MEMORY_MIB:
+            raise SystemExit('--memory-mib %d: the linux guest needs at '
+                             'least %d' % (args.memory_mib,
+                                           guest_lib.MIN_MEMORY_MIB))
+        made['linux'] = guest_lib.build(os.path.join(args.out, 'guest'),
+                                        args.dirty_mib_s)
+    return made
+
+
+def run(args):
+    os.makedirs(args.out, exist_ok=True)
+    runs_dir = os.path.join(args.out, 'runs')
+    os.makedirs(runs_dir, exist_ok=True)
+    plan = list(cells(args))
+    guests = {cell[1] for cell in plan}
+    vm_images = images(args, guests)
+    loads_path = os.path.join(args.out, 'loads.json')
+    loads = {}
+    if os.path.exists(loads_path):
+        with open(loads_path) as found:
+            loads = json.load(found)
+    records = []
+    progress = tqdm.tqdm(total=len(plan), unit='run', file=sys.stderr)
+    for load in _split(args.loads):
+        todo = [c for c in plan if c[0] == load and not os.path.exists(
+            os.path.join(runs_dir, run_name(*c) + '.json'))]
+        if todo:
+            workdir = os.path.join(args.out, 'load-%s' % load)
+            os.makedirs(workdir, exist_ok=True)
+            with runner.Site(workdir, load, args.seed) as site:
+                loads[load] = site.measured_load
+                with open(loads_path, 'w') as out:
+                    json.dump(loads, out)
+                for load_, guest, index, mode, speed in todo:
+                    name = run_name(load_, guest, index, mode, speed)
+                    progress.set_description(name)
+                    vm = {'guest': guest, 'memory_mib': args.memory_mib,
+                          'image': vm_images[guest]}
+                    record = site.migrate(
+                        name, vm, None if mode == 'native' else mode,
+                        args.schedule, float(speed) if speed else None,
+                        seed=args.seed * 1000 + index)
+                    record['index'] = index
+                    with open(os.path.join(runs_dir, name + '.json'),
+                              'w') as out:
+                        json.dump(record, out)
+                    progress.update()
+        for cell in plan:
+            if cell[0] != load:
+                continue
+            with open(os.path.join(runs_dir, run_name(*cell) +
+                                   '.json')) as found:
+                records.append(json.load(found))
+    progress.close()
+    results = report.write(args.out, records, loads, args.seed,
+                           with_plots=not args.no_plots)
+    print(report.side_by_side(results['summary']))
+    print('\nreport: %s' % os.path.join(args.out, 'report.md'))
+    return results
+
+
+def cleanup(args):
+    ended = 0
+    if os.path.isdir(args.out):
+        for entry in os.listdir(args.out):
+            workdir = os.path.join(args.out, entry)
+            if entry.startswith('load-') and os.path.isdir(workdir):
+                ended += runner.end_recorded_processes(workdir)
+    removed = topology.cleanup()
+    print('ended %d processes, removed %d namespaces' % (ended, len(removed)))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    # Ctrl-C and SIGTERM unwind through every cleanup on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.command == 'cleanup':
+        cleanup(args)
+    else:
+        run(args)
+
+
+if __name__ == '__main__':
+    main()

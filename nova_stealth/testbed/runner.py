@@ -1,0 +1,300 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""One load level of the experiment: a topology, its traffic, its runs.
+
+A :class:`Site` is the topology of one load level with its background
+traffic and chaff responder running; :meth:`Site.migrate` runs one
+migration (native or stealthed) with a capture at the left router, and
+returns what the run measured. Every process started is written to the
+work directory first, so that ``cleanup`` can end it after a crash.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from oslo_config import cfg
+
+from nova_stealth.analysis import flows as flow_lib
+from nova_stealth.analysis import truth
+from nova_stealth import conf as stealth_conf
+from nova_stealth.engine import destination
+from nova_stealth.engine import source
+from nova_stealth.testbed import guest
+from nova_stealth.testbed import netns
+from nova_stealth.testbed import qemu
+from nova_stealth.testbed import topology
+from nova_stealth.testbed import traffic
+
+MIB = 1 << 20
+PROCESSES = 'processes.json'
+CHAFF_PORTS = '61500-61503'
+#: Users per background host and direction for each load level: measured
+#: loads are reported, these only aim at them.
+LOADS = {'S': 2, 'M': 7, 'H': 16}
+SETTLE_SECONDS = 8.0
+#: Capture this long after the migration and its chaff have ended.
+CAPTURE_TAIL = 2.0
+#: Debian's kernel boots in well under a minute under TCG here.
+GUEST_BOOT_TIMEOUT = 300
+#: The destination resumes the VM once the last data has arrived.
+DESTINATION_TIMEOUT = 30
+
+
+def _record_process(workdir, process, what):
+    path = os.path.join(workdir, PROCESSES)
+    known = []
+    if os.path.exists(path):
+        with open(path) as listing:
+            known = json.load(listing)
+    known.append({'pid': process.pid, 'what': what,
+                  'started': process_start_time(process.pid)})
+    with open(path, 'w') as listing:
+        json.dump(known, listing)
+
+
+def process_start_time(pid):
+    """When the process started, in clock ticks since boot.
+
+    None if it is gone or a zombie. Unlike its command line, this does not
+    change when ``ip netns exec`` becomes the program it runs, and a reused
+    pid has another.
+    """
+    try:
+        with open('/proc/%d/stat' % pid) as stat:
+            fields = stat.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return None
+    if fields[0] in ('Z', 'X'):
+        return None
+    return int(fields[19])
+
+
+def recorded_processes(workdir):
+    """The processes a run recorded and that still run."""
+    path = os.path.join(workdir, PROCESSES)
+    if not os.path.exists(path):
+        return []
+    with open(path) as listing:
+        known = json.load(listing)
+    return [entry for entry in known if entry['started'] is not None and
+            process_start_time(entry['pid']) == entry['started']]
+
+
+def end_recorded_processes(workdir):
+    """End the processes a crashed run recorded (only if still the same)."""
+    ended = 0
+    for entry in recorded_processes(workdir):
+        try:
+            os.kill(entry['pid'], signal.SIGKILL)
+            ended += 1
+        except ProcessLookupError:
+            pass
+    if os.path.exists(os.path.join(workdir, PROCESSES)):
+        os.unlink(os.path.join(workdir, PROCESSES))
+    return ended
+
+
+def stealth_group(state_dir):
+    """The [stealth] options the testbed's hosts run with."""
+    conf = cfg.ConfigOpts()
+    stealth_conf.register_opts(conf)
+    conf([], default_config_files=[])
+    conf.set_override('state_dir', state_dir, group='stealth')
+    stealth_conf.validate(conf)
+    return conf.stealth
+
+
+class Site(object):
+    """The hosts of one load level, with traffic running.
+
+    :param workdir: this load level's directory
+    :param load: ``S``, ``M`` or ``H``
+    """
+
+    def __init__(self, workdir, load, seed):
+        self.workdir = workdir
+        self.load = load
+        self.seed = seed
+        self.topology = topology.Topology(workdir)
+        self.processes = []
+        self.measured_load = None
+
+    def _start(self, ns, argv, what, ready=True):
+        process = subprocess.Popen(
+            ['ip', 'netns', 'exec', self.topology.ns[ns]] + argv,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        _record_process(self.workdir, process, what)
+        self.processes.append(process)
+        if ready:
+            line = process.stdout.readline()
+            if not line:
+                raise RuntimeError('%s did not start' % what)
+        return process
+
+    def __enter__(self):
+        self.topology.create()
+        try:
+            python = [sys.executable, '-m']
+            for host in ('bgl', 'bgr'):
+                self._start(host, python + [traffic.__name__, 'server',
+                                            '--address',
+                                            self.topology.address(host)],
+                            'traffic server on %s' % host)
+            self._start('dst', python + [
+                'nova_stealth.cmd.chaff_responder', '--address',
+                self.topology.address('dst'), '--ports', CHAFF_PORTS,
+                '--peer-network', '198.18.0.0/16'], 'chaff responder')
+            users = LOADS[self.load]
+            for host, server in (('bgr', 'bgl'), ('bgl', 'bgr')):
+                self._start(host, python + [
+                    traffic.__name__, 'users', '--server',
+                    self.topology.address(server), '--count', str(users),
+                    '--seed', '%d' % self.seed], 'users on %s' % host)
+            before = self.topology.wan_bytes()
+            time.sleep(SETTLE_SECONDS)
+            after = self.topology.wan_bytes()
+            self.measured_load = {
+                router: (after[router] - before[router]) * 8 / (
+                    SETTLE_SECONDS * topology.BOTTLENECK_MBIT * 1e6)
+                for router in after}
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes = []
+        self.topology.destroy()
+        if os.path.exists(os.path.join(self.workdir, PROCESSES)):
+            os.unlink(os.path.join(self.workdir, PROCESSES))
+
+    def migrate(self, name, vm, policy, schedule, rate_mib_s, seed):
+        """Migrate a fresh VM once; return the run's record.
+
+        :param name: the run's name (its files start with it)
+        :param vm: {'guest', 'memory_mib', 'image'}
+        :param policy: None for a native migration, else a rate policy
+        :param schedule: chaff schedule for stealthed runs, or ``none``
+        :param rate_mib_s: QEMU's limiter for a native migration
+        """
+        dst_addr = self.topology.address('dst')
+        state_dir = os.path.join(self.workdir, 'state-' + name)
+        os.makedirs(state_dir, exist_ok=True)
+        group = stealth_group(state_dir)
+        lease = None
+        if policy:
+            lease = destination.DestinationSession(group, name)
+            with netns.in_netns(self.topology.ns['dst']):
+                port = lease.prepare()
+        else:
+            port = qemu.LIBVIRT_PORTS[0]
+        capture = os.path.join(self.workdir, name + '.pcap')
+        dump = netns.Tcpdump(self.topology.ns['rl'], capture, '-i', 'wan0',
+                             '-s', '96', 'tcp')
+        _record_process(self.workdir, dump.process, 'tcpdump')
+        vms, agent = [], None
+        try:
+            target = qemu.Vm(self.topology.ns['dst'], self.workdir,
+                             name + '-dst', vm['memory_mib'], vm['guest'],
+                             vm['image'], incoming=True)
+            vms.append(target)
+            _record_process(self.workdir, target.process, 'qemu')
+            origin = qemu.Vm(self.topology.ns['src'], self.workdir,
+                             name + '-src', vm['memory_mib'], vm['guest'],
+                             vm['image'])
+            vms.append(origin)
+            _record_process(self.workdir, origin.process, 'qemu')
+            if vm['guest'] == 'linux':
+                origin.wait_console(guest.READY, GUEST_BOOT_TIMEOUT)
+            target.listen(dst_addr, port)
+            record = {'name': name, 'load': self.load,
+                      'mode': 'stealth' if policy else 'native',
+                      'policy': policy, 'schedule': schedule if policy
+                      else None, 'guest': vm['guest'],
+                      'memory_mib': vm['memory_mib'], 'port': port,
+                      'rate_mib_s': None if policy else rate_mib_s,
+                      'chaff_bytes': 0}
+            if policy:
+                agent = self._start('src', [
+                    sys.executable, '-m', 'nova_stealth.testbed.agent',
+                    '--state-dir', state_dir, '--policy', policy,
+                    '--schedule', schedule, '--peer', dst_addr,
+                    '--port', str(port), '--memory-bytes',
+                    str(vm['memory_mib'] * MIB), '--seed', str(seed)],
+                    'agent', ready=False)
+                ready = agent.stdout.readline()
+                if not ready:
+                    raise RuntimeError('the source session did not start')
+                bandwidth = source.hypervisor_max_bandwidth(group) * MIB
+            else:
+                bandwidth = rate_mib_s * MIB
+            record.update(origin.migrate(dst_addr, port, bandwidth))
+            target.wait_running(DESTINATION_TIMEOUT)
+            if agent:
+                agent.stdin.write('end\n')
+                agent.stdin.flush()
+                said = json.loads(agent.stdout.readline() or 'null')
+                if said is None:
+                    raise RuntimeError('the source session did not finish')
+                agent.wait(30)
+                record['chaff_bytes'] = said['chaff_bytes']
+                record['agent'] = said
+            time.sleep(CAPTURE_TAIL)
+        finally:
+            for machine in vms:
+                machine.stop()
+            if agent and agent.poll() is None:
+                agent.terminate()
+                agent.wait(30)
+            dump.stop()
+            if lease:
+                lease.release()
+        record['capture'] = capture
+        record['truth'] = self._truth(capture, record)
+        return record
+
+    def _truth(self, capture, record):
+        """Name the run's flows: migration, chaff, background by kind."""
+        src, dst = self.topology.address('src'), self.topology.address('dst')
+        chaff_low, chaff_high = map(int, CHAFF_PORTS.split('-'))
+        kinds = {port: kind for kind, port in traffic.PORTS.items()}
+        entries = []
+        flows, _ = flow_lib.read_flows(
+            [capture], flow_lib.FlowOptions(min_packets=1))
+        for flow in flows:
+            key = flow.key
+            if key.src == src and key.dst == dst and (
+                    key.dport == record['port']):
+                kind = record['policy'] or 'native-%g' % record['rate_mib_s']
+                entries.append((key, 'migration', kind))
+            elif key.src == src and chaff_low <= key.dport <= chaff_high:
+                entries.append((key, 'chaff', record['schedule']))
+            elif key.sport in kinds:
+                entries.append((key, 'background', kinds[key.sport]))
+            elif key.dport == traffic.PORTS['mail']:
+                entries.append((key, 'background', 'mail'))
+        path = capture[:-len('.pcap')] + '.truth.json'
+        truth.dump(path, entries)
+        return path

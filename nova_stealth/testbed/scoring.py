@@ -1,0 +1,221 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Score the testbed's captures with the audit toolkit.
+
+Attackers, each judging every migration flow and every background flow:
+
+* ``pattern``: Algorithm 1 at the paper's settings;
+* ``maxent-<windows>``: Algorithm 2 trained as in the paper, on native
+  migrations against background flows, for each of the paper's window
+  sets; native and background flows are judged out of fold (stratified
+  K-fold), stealthed ones by the model trained on all of them;
+* ``adaptive-<windows>``: the adversary who knows the defence, Algorithm 2
+  trained on stealthed migrations of the policy judged against background
+  flows, out of fold; it needs two stealthed runs of that policy.
+
+Costs compare a stealthed run with the native run of the same load, guest
+and run index whose throughput is closest to the stealthed run's: time
+ratio, downtime difference, and chaff bytes as a share of the bytes QEMU
+sent.
+"""
+
+import collections
+import math
+
+import numpy as np
+
+from nova_stealth.analysis import audit
+from nova_stealth.analysis import detectors as detector_lib
+from nova_stealth.analysis import flows as flow_lib
+from nova_stealth.analysis import stats
+from nova_stealth.analysis import truth
+
+FOLDS = 5
+
+
+def mode_name(run):
+    """``native`` or the stealthed run's rate policy."""
+    return run['policy'] or 'native'
+
+
+def labelled_flows(runs, options=None):
+    """Every flow of every capture with its label, kind and mode.
+
+    :returns: [(FlowFeatures, label, kind, mode)], labels from the truth
+        files; migration flows carry their run's mode
+    """
+    pooled = []
+    for run in runs:
+        labels = truth.load(run['truth'])
+        flows, _ = flow_lib.read_flows([run['capture']], options)
+        for flow in flows:
+            label, kind = truth.label_of(flow.key, labels)
+            pooled.append((flow, label, kind, mode_name(run)))
+    return pooled
+
+
+def _out_of_fold(flows, positive, windows, seed):
+    """Out-of-fold probabilities, and the model fitted on every flow."""
+    labels = [('migration' if p else 'background', None) for p in positive]
+    folds = min(FOLDS, sum(positive), len(positive) - sum(positive))
+    if folds >= 2:
+        return audit.cross_validated(flows, labels, windows, folds, seed)
+    model = audit.train_maxent(flows, labels, windows)
+    return model.predict_proba(flows)[:, 1], model
+
+
+def _verdicts(probabilities, threshold=0.5):
+    probabilities = np.asarray(probabilities, dtype=float)
+    return np.nan_to_num(probabilities, nan=0.0) >= threshold
+
+
+def attack(pooled, seed=0):
+    """Run every attacker; return {attacker: {mode: share}, 'fp': ...}.
+
+    :returns: {attacker: {'detection': {mode: rate}, 'false_positive_rate':
+        rate, 'notes': [...]}}
+    """
+    migrations = collections.defaultdict(list)
+    background = []
+    for flow, label, _kind, mode in pooled:
+        if label == 'migration':
+            migrations[mode].append(flow)
+        elif label == 'background':
+            background.append(flow)
+    results = {}
+    pattern = detector_lib.PatternMatchingDetector().fit(None)
+    results['pattern'] = {
+        'detection': {mode: float(pattern.predict(flows).mean())
+                      for mode, flows in migrations.items()},
+        'false_positive_rate': _share(pattern.predict(background)),
+        'notes': []}
+    native = migrations.get('native', [])
+    for windows in detector_lib.WINDOW_SETS:
+        name = detector_lib.maxent_name(windows)
+        if native and background:
+            results[name] = _maxent(native, background, migrations, windows,
+                                    seed, 'native')
+        for mode, flows in migrations.items():
+            if mode == 'native' or len(flows) < 2 or not background:
+                continue
+            adaptive = 'adaptive-' + name.split('-', 1)[1]
+            entry = _maxent(flows, background, {mode: flows}, windows, seed,
+                            mode)
+            found = results.setdefault(adaptive, {
+                'detection': {}, 'false_positive_rate': {}, 'notes': []})
+            found['notes'] += ['%s: %s' % (mode, note)
+                               for note in entry['notes']]
+            if mode in entry['detection']:
+                found['detection'][mode] = entry['detection'][mode]
+                found['false_positive_rate'][mode] = entry[
+                    'false_positive_rate']
+    return results
+
+
+def _share(verdicts):
+    verdicts = np.asarray(verdicts, dtype=bool)
+    return float(verdicts.mean()) if len(verdicts) else None
+
+
+def _maxent(trained, background, migrations, windows, seed, trained_mode):
+    flows = list(trained) + list(background)
+    positive = [True] * len(trained) + [False] * len(background)
+    try:
+        probabilities, model = _out_of_fold(flows, positive, windows, seed)
+    except ValueError as e:
+        return {'detection': {}, 'false_positive_rate': None,
+                'notes': ['not trained: %s' % e]}
+    flagged = _verdicts(probabilities, model.threshold)
+    detection = {trained_mode: _share(flagged[:len(trained)])}
+    for mode, others in migrations.items():
+        if mode != trained_mode:
+            detection[mode] = _share(model.predict(others))
+    notes = []
+    if sum(positive) < 2:
+        notes.append('one %s migration: judged by a model that saw it'
+                     % trained_mode)
+    return {'detection': detection,
+            'false_positive_rate': _share(flagged[len(trained):]),
+            'notes': notes}
+
+
+def costs(runs):
+    """Per stealthed run: time ratio, downtime delta, chaff overhead."""
+    native = [r for r in runs if r['mode'] == 'native']
+    for run in runs:
+        if run['mode'] == 'native':
+            continue
+        peers = [n for n in native
+                 if (n['load'], n['guest'], n['memory_mib'],
+                     n.get('index')) == (run['load'], run['guest'],
+                                         run['memory_mib'], run.get('index'))]
+        throughput = run['transferred_bytes'] / max(run['total_time_s'],
+                                                    1e-9)
+        if peers:
+            peer = min(peers, key=lambda n: abs(
+                n['transferred_bytes'] / n['total_time_s'] - throughput))
+            run['native_reference'] = peer['name']
+            run['time_ratio'] = run['total_time_s'] / peer['total_time_s']
+            run['downtime_delta_ms'] = (run['downtime_ms'] -
+                                        peer['downtime_ms'])
+        run['chaff_overhead'] = (run['chaff_bytes'] /
+                                 max(run['transferred_bytes'], 1))
+    return runs
+
+
+def _mean(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def summarise(runs, attacks):
+    """The ``summary`` of results.json, one entry per mode."""
+    summary = {}
+    for mode in sorted({mode_name(r) for r in runs}):
+        mine = [r for r in runs if mode_name(r) == mode]
+        entry = {'runs': len(mine), 'attackers': {}}
+        for attacker, result in attacks.items():
+            if mode not in result['detection']:
+                continue
+            fp = result['false_positive_rate']
+            if isinstance(fp, dict):
+                fp = fp.get(mode)
+            entry['attackers'][attacker] = {
+                'detection_rate': result['detection'][mode],
+                'false_positive_rate': fp}
+        if mode != 'native':
+            entry['time_ratio'] = _mean([r.get('time_ratio') for r in mine])
+            entry['downtime_delta_ms'] = _mean(
+                [r.get('downtime_delta_ms') for r in mine])
+            entry['chaff_overhead'] = _mean(
+                [r.get('chaff_overhead') for r in mine])
+        summary[mode] = entry
+    return summary
+
+
+def tables(pooled):
+    """Chi-square of each mode against background, and the CV table."""
+    groups = collections.defaultdict(list)
+    for flow, label, kind, mode in pooled:
+        if label == 'migration':
+            groups['migration/%s' % mode].append(flow)
+        elif label == 'background':
+            groups['background/%s' % kind].append(flow)
+            groups['background (all)'].append(flow)
+    chi = []
+    for name, flows in sorted(groups.items()):
+        if name.startswith('migration'):
+            result = stats.chi_square(flows, groups['background (all)'])
+            if result:
+                chi.append(dict(result, a=name, b='background (all)'))
+    return chi, stats.cv_table(dict(sorted(groups.items())),
+                               flow_lib.WINDOWS)
