@@ -45,7 +45,7 @@ def validate(conf):
     :param conf: an oslo.config ConfigOpts with the options registered
     :raises nova_stealth.exception.InvalidOption: naming the bad option
     """
-    group = conf[base.stealth_group.name]
+    group = conf[base.GROUP]
     for area in AREAS:
         for opt in area.list_opts()[base.stealth_group]:
             try:

@@ -13,13 +13,18 @@
 
 from oslo_config import cfg
 
-stealth_group = cfg.OptGroup(
-    'stealth',
-    title='Stealth live migration options',
-    help=('Options for nova_stealth, which shapes the traffic of libvirt '
-          'live migrations so that an on-path observer cannot tell them '
-          'from ordinary TCP flows. They are read by nova-compute when '
-          '``compute_driver = stealth.StealthLibvirtDriver``.'))
+GROUP = 'stealth'
+GROUP_TITLE = 'Stealth live migration options'
+GROUP_HELP = ('Options for nova_stealth, which shapes the traffic of libvirt '
+              'live migrations so that an on-path observer cannot tell them '
+              'from ordinary TCP flows. They are read by nova-compute when '
+              '``compute_driver = stealth.StealthLibvirtDriver``.')
+
+#: The group as the sample generator lists it. Registration makes a fresh
+#: group per configuration object: oslo.config copies a registered group
+#: shallowly, so one shared OptGroup would share its options' overrides
+#: between every ConfigOpts it was registered on.
+stealth_group = cfg.OptGroup(GROUP, title=GROUP_TITLE, help=GROUP_HELP)
 
 base_opts = [
     cfg.BoolOpt(
@@ -44,8 +49,9 @@ on local disk and writable by nova-compute.
 
 def register_opts(conf):
     """Register the [stealth] group and its service-wide options."""
-    conf.register_group(stealth_group)
-    conf.register_opts(base_opts, group=stealth_group)
+    conf.register_group(cfg.OptGroup(GROUP, title=GROUP_TITLE,
+                                     help=GROUP_HELP))
+    conf.register_opts(base_opts, group=GROUP)
 
 
 def list_opts():

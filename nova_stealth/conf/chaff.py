@@ -88,7 +88,7 @@ responder: the other compute nodes. Empty, the responder serves nobody.
 
 def register_opts(conf):
     """Register the chaff options in the [stealth] group."""
-    conf.register_opts(chaff_opts, group=base.stealth_group)
+    conf.register_opts(chaff_opts, group=base.GROUP)
 
 
 def list_opts():

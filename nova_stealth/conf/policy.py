@@ -148,7 +148,7 @@ FACTOR_RANGE_OPTS = ('increase_factor_range', 'strong_increase_factor_range',
 
 def register_opts(conf):
     """Register the rate policy options in the [stealth] group."""
-    conf.register_opts(policy_opts, group=base.stealth_group)
+    conf.register_opts(policy_opts, group=base.GROUP)
 
 
 def list_opts():

@@ -74,7 +74,7 @@ is meant for hosts whose firewall only opens that range.
 
 def register_opts(conf):
     """Register the port lease options in the [stealth] group."""
-    conf.register_opts(ports_opts, group=base.stealth_group)
+    conf.register_opts(ports_opts, group=base.GROUP)
 
 
 def list_opts():

@@ -47,7 +47,7 @@ the device ends. When false, a migration over such a device is refused.
 
 def register_opts(conf):
     """Register the shaping options in the [stealth] group."""
-    conf.register_opts(shaping_opts, group=base.stealth_group)
+    conf.register_opts(shaping_opts, group=base.GROUP)
 
 
 def list_opts():

@@ -11,6 +11,7 @@
 # under the License.
 """Every [stealth] option's bounds and every rule between options."""
 
+from oslo_config import cfg
 import pytest
 
 from nova_stealth import conf as stealth_conf
@@ -152,3 +153,14 @@ def test_a_lone_port_is_a_range_of_one(write_conf):
     stealth_conf.validate(conf)
     assert conf.stealth.migration_port_ranges == [range(61000, 61001),
                                                   range(61005, 61007)]
+
+
+def test_overrides_stay_with_their_configuration():
+    first, second = cfg.ConfigOpts(), cfg.ConfigOpts()
+    for conf in (first, second):
+        stealth_conf.register_opts(conf)
+        conf([], default_config_files=[])
+    first.set_override('min_rate', 2.5, group='stealth')
+    assert first.stealth.min_rate == 2.5
+    assert second.stealth.min_rate == 1.0
+    assert stealth_conf.CONF.stealth.min_rate == 1.0
