@@ -167,13 +167,13 @@ def run(args):
 
 
 def cleanup(args):
-    ended = 0
+    ended, removed = 0, []
     if os.path.isdir(args.out):
-        for entry in os.listdir(args.out):
+        for entry in sorted(os.listdir(args.out)):
             workdir = os.path.join(args.out, entry)
             if entry.startswith('load-') and os.path.isdir(workdir):
                 ended += runner.end_recorded_processes(workdir)
-    removed = topology.cleanup()
+                removed += topology.cleanup(workdir)
     print('ended %d processes, removed %d namespaces' % (ended, len(removed)))
 
 

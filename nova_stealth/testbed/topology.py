@@ -71,7 +71,7 @@ class Topology(object):
     """The six namespaces of one run.
 
     :param workdir: where the run records its namespaces, so that
-        ``cleanup`` finds them after a crash
+        :func:`cleanup` finds them after a crash
     """
 
     def __init__(self, workdir, run_id=None):
@@ -155,11 +155,23 @@ class Topology(object):
         """Remove every namespace of the run; idempotent."""
         for name in self.ns.values():
             netns.run('ip', 'netns', 'del', name, check=False)
+        if os.path.exists(os.path.join(self.workdir, STATE_FILE)):
+            os.unlink(os.path.join(self.workdir, STATE_FILE))
 
 
-def cleanup(workdir=None):
-    """Remove the namespaces of crashed runs; return their names."""
-    removed = leftover_namespaces()
+def cleanup(workdir):
+    """Remove the namespaces a crashed run recorded in ``workdir``.
+
+    :returns: the names removed
+    """
+    path = os.path.join(workdir, STATE_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as state:
+        recorded = json.load(state)['namespaces'].values()
+    present = set(leftover_namespaces())
+    removed = [name for name in recorded if name in present]
     for name in removed:
         netns.run('ip', 'netns', 'del', name, check=False)
+    os.unlink(path)
     return removed
