@@ -33,7 +33,7 @@ from nova_stealth.testbed import runner
 from nova_stealth.testbed import topology
 
 QUICK = {'modes': 'native,paper', 'loads': 'S', 'speeds': '4',
-         'guest': 'ram', 'memory_mib': 48, 'runs': 2}
+         'guest': 'ram', 'memory_mib': 48, 'runs': 3}
 
 
 def parse_args(argv):

@@ -63,12 +63,14 @@ def quick(tmp_path_factory):
 
 def test_native_detected_stealth_not(quick):
     summary = quick['results']['summary']
-    assert summary['native']['runs'] == 2 and summary['paper']['runs'] == 2
-    for attacker in ('pattern', 'maxent-100-200-300'):
-        assert summary['native']['attackers'][attacker][
-            'detection_rate'] == 1.0, attacker
-        assert summary['paper']['attackers'][attacker][
-            'detection_rate'] == 0.0, attacker
+    assert summary['native']['runs'] == 3 and summary['paper']['runs'] == 3
+    native = summary['native']['attackers']
+    paper = summary['paper']['attackers']
+    assert native['pattern']['detection_rate'] == 1.0
+    assert paper['pattern']['detection_rate'] == 0.0
+    # Each native flow judged by a model trained on the two others.
+    assert native['maxent']['detection_rate'] >= 2 / 3
+    assert paper['maxent']['detection_rate'] == 0.0
 
 
 def test_costs_present_and_finite(quick):
@@ -80,7 +82,7 @@ def test_costs_present_and_finite(quick):
 
 def test_every_run_recorded(quick):
     runs = quick['results']['runs']
-    assert len(runs) == 4
+    assert len(runs) == 6
     for run in runs:
         for key in ('mode', 'policy', 'load', 'rate_mib_s', 'total_time_s',
                     'downtime_ms', 'transferred_bytes', 'chaff_bytes',
@@ -102,8 +104,8 @@ def test_every_run_recorded(quick):
 
 
 def test_report_and_table(quick):
-    assert '| native | 2 |' in quick['stdout']
-    assert '| paper | 2 |' in quick['stdout']
+    assert '| native | 3 |' in quick['stdout']
+    assert '| paper | 3 |' in quick['stdout']
     for name in ('report.md', 'throughput.png', 'detection-native.png'):
         assert os.path.getsize(os.path.join(quick['out'], name)) > 0
     loads = quick['results']['loads']['S']
