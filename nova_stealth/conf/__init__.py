@@ -58,4 +58,22 @@ def validate(conf):
         area.validate(group)
 
 
+def load_group(config_files=(), **overrides):
+    """A validated [stealth] group of a configuration of its own.
+
+    For processes that are not nova-compute (the testbed's hosts, tests):
+    the options from ``config_files``, then ``overrides`` by option name.
+
+    :raises nova_stealth.exception.InvalidOption: naming the bad option
+    """
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf([arg for path in config_files for arg in ('--config-file', path)],
+         default_config_files=[])
+    for name, value in overrides.items():
+        conf.set_override(name, value, group=base.GROUP)
+    validate(conf)
+    return conf[base.GROUP]
+
+
 register_opts(CONF)

@@ -35,18 +35,13 @@ PRIVSEP_GROUP = 'nova_stealth_privileged'
 
 def options(args):
     """The [stealth] group the session runs with."""
-    conf = cfg.ConfigOpts()
-    stealth_conf.register_opts(conf)
-    conf(['--config-file', args.config_file] if args.config_file else [],
-         default_config_files=[])
-    conf.set_override('state_dir', args.state_dir, group='stealth')
-    conf.set_override('rate_policy', args.policy, group='stealth')
     if args.schedule == 'none':
-        conf.set_override('chaff_enabled', False, group='stealth')
+        chaff = {'chaff_enabled': False}
     else:
-        conf.set_override('chaff_schedule', args.schedule, group='stealth')
-    stealth_conf.validate(conf)
-    return conf.stealth
+        chaff = {'chaff_schedule': args.schedule}
+    return stealth_conf.load_group(
+        [args.config_file] if args.config_file else [],
+        state_dir=args.state_dir, rate_policy=args.policy, **chaff)
 
 
 def main(argv=None):

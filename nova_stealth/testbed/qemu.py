@@ -25,6 +25,8 @@ import socket
 import subprocess
 import time
 
+import numpy as np
+
 QEMU = 'qemu-system-x86_64'
 #: The port range libvirt hands out for migrations by default.
 LIBVIRT_PORTS = range(49152, 49216)
@@ -233,7 +235,6 @@ def random_image(path, memory_mib, seed):
     """A file of random bytes the size of the guest's memory."""
     if os.path.exists(path) and os.path.getsize(path) == memory_mib << 20:
         return path
-    import numpy as np
     rng = np.random.default_rng(seed)
     with open(path, 'wb') as image:
         for _ in range(memory_mib):

@@ -25,8 +25,6 @@ import subprocess
 import sys
 import time
 
-from oslo_config import cfg
-
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import truth
 from nova_stealth import conf as stealth_conf
@@ -109,16 +107,6 @@ def end_recorded_processes(workdir):
     if os.path.exists(os.path.join(workdir, PROCESSES)):
         os.unlink(os.path.join(workdir, PROCESSES))
     return ended
-
-
-def stealth_group(state_dir):
-    """The [stealth] options the testbed's hosts run with."""
-    conf = cfg.ConfigOpts()
-    stealth_conf.register_opts(conf)
-    conf([], default_config_files=[])
-    conf.set_override('state_dir', state_dir, group='stealth')
-    stealth_conf.validate(conf)
-    return conf.stealth
 
 
 class Site(object):
@@ -206,7 +194,7 @@ class Site(object):
         dst_addr = self.topology.address('dst')
         state_dir = os.path.join(self.workdir, 'state-' + name)
         os.makedirs(state_dir, exist_ok=True)
-        group = stealth_group(state_dir)
+        group = stealth_conf.load_group(state_dir=state_dir)
         lease = None
         if policy:
             lease = destination.DestinationSession(group, name)
@@ -247,10 +235,7 @@ class Site(object):
                     '--schedule', schedule, '--peer', dst_addr,
                     '--port', str(port), '--memory-bytes',
                     str(vm['memory_mib'] * MIB), '--seed', str(seed)],
-                    'agent', ready=False)
-                ready = agent.stdout.readline()
-                if not ready:
-                    raise RuntimeError('the source session did not start')
+                    'the source session')
                 bandwidth = source.hypervisor_max_bandwidth(group) * MIB
             else:
                 bandwidth = rate_mib_s * MIB

@@ -32,8 +32,6 @@ import time
 import numpy as np
 import pytest
 
-from oslo_config import cfg
-
 from nova_stealth.analysis import capture
 from nova_stealth.chaff import records
 from nova_stealth import conf as stealth_conf
@@ -85,9 +83,6 @@ def chaff_class_bytes(link):
 
 def stealth_options(tmp_path, with_chaff, **overrides):
     """A [stealth] group as an operator would set it for this link."""
-    conf = cfg.ConfigOpts()
-    stealth_conf.register_opts(conf)
-    conf([], default_config_files=[])
     options = dict(
         POLICY, rate_policy='paper', state_dir=str(tmp_path),
         start_ramp_seconds=RAMP, chaff_enabled=with_chaff,
@@ -95,10 +90,7 @@ def stealth_options(tmp_path, with_chaff, **overrides):
         chaff_lead_seconds=[LEAD + PLATEAU] * 2,
         chaff_tail_seconds=[6.0, 6.0], chaff_ports='61500-61503')
     options.update(overrides)
-    for name, value in options.items():
-        conf.set_override(name, value, group='stealth')
-    stealth_conf.validate(conf)
-    return conf.stealth
+    return stealth_conf.load_group(**options)
 
 
 def run_migration(link, shaper, with_chaff, workdir, seed, budget):

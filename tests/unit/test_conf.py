@@ -164,3 +164,10 @@ def test_overrides_stay_with_their_configuration():
     assert first.stealth.min_rate == 2.5
     assert second.stealth.min_rate == 1.0
     assert stealth_conf.CONF.stealth.min_rate == 1.0
+
+
+def test_load_group_applies_overrides_and_validates():
+    group = stealth_conf.load_group(min_rate=2.0, max_rate=8.0)
+    assert (group.min_rate, group.max_rate) == (2.0, 8.0)
+    with pytest.raises(exception.InvalidOption, match='min_rate'):
+        stealth_conf.load_group(min_rate=9.0, max_rate=8.0)
