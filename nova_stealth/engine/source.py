@@ -21,6 +21,7 @@ the shaping once it has. :meth:`SourceSession.abort` removes everything at
 once. Both are idempotent, and every exit path ends in one of them.
 """
 
+import functools
 import logging
 import socket
 import threading
@@ -77,19 +78,23 @@ class SourceSession(object):
     :param shaper: a :class:`nova_stealth.shaping.tc_lib.Shaper` (built
         from ``group`` if None)
     :param socket_factory: makes the chaff's sockets, like socket.socket
+    :param chaff_sender: makes the chaff sender, taking the arguments of
+        :class:`nova_stealth.chaff.sender.ChaffSender` (default: that
+        class, with ``socket_factory``)
     :param seed: seed of the policy and the chaff (None: fresh entropy)
     """
 
     def __init__(self, group, migration_id, peer, port, memory_bytes,
                  shaper=None, socket_factory=socket.socket, seed=None,
-                 sleep=time.sleep):
+                 sleep=time.sleep, chaff_sender=None):
         self.group = group
         self.migration_id = migration_id
         self.peer = peer
         self.port = port
         self.memory_bytes = memory_bytes
         self.shaper = shaper or tc_lib.Shaper.from_conf(group)
-        self.socket_factory = socket_factory
+        self.chaff_sender = chaff_sender or functools.partial(
+            sender_lib.ChaffSender, socket_factory=socket_factory)
         self.seed = seed
         self.sleep = sleep
         self.policy_kwargs = rate_policies.policy_class(
@@ -198,12 +203,11 @@ class SourceSession(object):
             lead=self.group.chaff_lead_seconds,
             tail=self.group.chaff_tail_seconds, seed=self.seed,
             migration_rates=rates)
-        return sender_lib.ChaffSender(
+        return self.chaff_sender(
             [(self.peer, list(self.group.chaff_ports))], schedule,
             max_rate=tree.mib_to_bytes(self.group.chaff_max_rate),
             budget=int(self.group.chaff_budget_fraction * self.memory_bytes),
-            migration_rate=self.migration_throughput, seed=self.seed,
-            socket_factory=self.socket_factory)
+            migration_rate=self.migration_throughput, seed=self.seed)
 
     def _clamp(self, rate):
         return min(max(rate, self.policy_kwargs['min_rate']),

@@ -20,9 +20,9 @@ under that device's inter-process lock.
 
 import logging
 
+from nova_stealth.backends import pyroute2 as pyroute2_backend
 from nova_stealth import exception
 from nova_stealth.privileged import rtnl
-from nova_stealth.privileged import tc as priv_tc
 from nova_stealth.shaping import state
 from nova_stealth.shaping import tree
 
@@ -62,30 +62,38 @@ class Shaper(object):
         peer
     :param chaff_port_blocks: (port, mask) pairs that the chaff class takes
     :param chaff_rate_mib: rate of the chaff class, in MiB/s
+    :param kernel: the :class:`nova_stealth.backends.base.KernelBackend`
+        to act through (the real kernel if None)
     """
 
     def __init__(self, state_dir, link_rate_mbit=100000,
                  allow_replace_root_qdisc=False, egress_device=None,
-                 chaff_port_blocks=(), chaff_rate_mib=2.0):
+                 chaff_port_blocks=(), chaff_rate_mib=2.0, kernel=None):
         self.state_dir = state_dir
         self.link_rate = tree.mbit_to_bytes(link_rate_mbit)
         self.allow_replace_root_qdisc = allow_replace_root_qdisc
         self.egress_device = egress_device
         self.chaff_port_blocks = [tuple(b) for b in chaff_port_blocks]
         self.chaff_rate = tree.mib_to_bytes(chaff_rate_mib)
+        self.kernel = kernel or pyroute2_backend.Pyroute2Backend()
 
     @classmethod
-    def from_conf(cls, group):
-        """Build the shaper from the loaded [stealth] option group."""
-        return cls(group.state_dir, link_rate_mbit=group.link_rate_mbit,
+    def from_conf(cls, group, kernel=None, state_dir=None):
+        """Build the shaper from the loaded [stealth] option group.
+
+        :param state_dir: instead of ``[stealth] state_dir``
+        """
+        return cls(state_dir or group.state_dir,
+                   link_rate_mbit=group.link_rate_mbit,
                    allow_replace_root_qdisc=group.allow_replace_root_qdisc,
                    egress_device=group.egress_device,
                    chaff_port_blocks=tree.port_blocks(group.chaff_ports),
-                   chaff_rate_mib=max(group.chaff_max_rate, 0.01))
+                   chaff_rate_mib=max(group.chaff_max_rate, 0.01),
+                   kernel=kernel)
 
     def device_for(self, peer):
         """Return the device whose egress carries traffic to ``peer``."""
-        return self.egress_device or priv_tc.route_device(peer)
+        return self.egress_device or self.kernel.route_device(peer)
 
     def install(self, session_id, peer, port, rate_mib, ifname=None):
         """Shape TCP to ``peer``:``port`` at ``rate_mib`` MiB/s.
@@ -117,12 +125,12 @@ class Shaper(object):
             record['sessions'][session_id] = session
             state.save(self.state_dir, ifname, record)
             try:
-                priv_tc.add_htb_class(
+                self.kernel.add_htb_class(
                     record['ifindex'], session['classid'],
                     tree.handle(tree.PARENT_MINOR),
                     tree.htb_shape(tree.mib_to_bytes(rate_mib),
                                    record['mtu']))
-                priv_tc.add_u32_filter(
+                self.kernel.add_u32_filter(
                     record['ifindex'], tree.ROOT_HANDLE, session['prio'],
                     protocol, keys, session['classid'])
             except Exception:
@@ -148,9 +156,11 @@ class Shaper(object):
                     return True
         return False
 
-    def sweep(self):
+    def sweep(self, everything=False):
         """Remove what processes that died left: sessions and trees.
 
+        :param everything: remove every recorded session, whoever made it
+            (for a service starting again: nothing before it is in use)
         :returns: the ids of the sessions removed
         """
         removed = []
@@ -160,7 +170,7 @@ class Shaper(object):
                 if record is None:
                     continue
                 orphans = [sid for sid, s in record['sessions'].items()
-                           if not state.is_alive(s['owner'])]
+                           if everything or not state.is_alive(s['owner'])]
                 for session_id in orphans:
                     LOG.warning('Removing shaping of migration %s left by '
                                 'process %d', session_id,
@@ -179,31 +189,31 @@ class Shaper(object):
             policy's start rate to its maximum (0: at once)
         :returns: the modulator's id, for :meth:`stop_modulator`
         """
-        return priv_tc.start_modulator(
+        return self.kernel.start_modulator(
             session['ifindex'], session['classid'],
             tree.handle(tree.PARENT_MINOR), session['mtu'], policy_name,
             policy_kwargs, seed, tick_s, ramp_s)
 
     def stop_modulator(self, modulator_id):
         """Stop a modulator and return its report (None if unknown)."""
-        return priv_tc.stop_modulator(modulator_id)
+        return self.kernel.stop_modulator(modulator_id)
 
     def modulator_rates(self, modulator_id):
         """A running modulator's last rate and measured throughput (cheap).
 
         :returns: ``{'set': MiB/s, 'sent': bytes/s or None}`` or None
         """
-        return priv_tc.modulator_rates(modulator_id)
+        return self.kernel.modulator_rates(modulator_id)
 
     def modulator_report(self, modulator_id):
         """Return a running modulator's report so far."""
-        return priv_tc.modulator_report(modulator_id)
+        return self.kernel.modulator_report(modulator_id)
 
     def _tree_record(self, ifname):
         """Return the device's record, building the tree if it is not up."""
-        link = priv_tc.link_info(ifname)
+        link = self.kernel.link_info(ifname)
         record = state.load(self.state_dir, ifname)
-        snapshot = priv_tc.dump_tc(link['index'])
+        snapshot = self.kernel.dump_tc(link['index'])
         kind, handle = _root_qdisc(snapshot)
         ours = (kind, handle) == ('htb', tree.ROOT_HANDLE)
         if record and ours:
@@ -213,8 +223,8 @@ class Shaper(object):
             # was lost): nothing tracks its sessions, so it goes.
             LOG.warning('Removing a shaping tree on %s that no record '
                         'describes', ifname)
-            priv_tc.delete_root(link['index'], tree.ROOT_HANDLE)
-            snapshot = priv_tc.dump_tc(link['index'])
+            self.kernel.delete_root(link['index'], tree.ROOT_HANDLE)
+            snapshot = self.kernel.dump_tc(link['index'])
             kind, handle = _root_qdisc(snapshot)
         if record:
             LOG.warning('The shaping tree recorded on %s is gone; '
@@ -242,25 +252,26 @@ class Shaper(object):
     def _build_tree(self, record):
         ifindex, mtu = record['ifindex'], record['mtu']
         parent = tree.handle(tree.PARENT_MINOR)
-        priv_tc.replace_root_htb(ifindex, tree.ROOT_HANDLE,
-                                 tree.DEFAULT_MINOR)
-        priv_tc.add_htb_class(ifindex, parent, tree.ROOT_HANDLE,
-                              tree.htb_shape(self.link_rate, mtu))
-        priv_tc.add_htb_class(ifindex, tree.handle(tree.DEFAULT_MINOR),
-                              parent, tree.htb_shape(self.link_rate, mtu))
-        priv_tc.add_htb_class(ifindex, tree.handle(tree.CHAFF_MINOR), parent,
-                              tree.htb_shape(self.chaff_rate, mtu))
+        self.kernel.replace_root_htb(ifindex, tree.ROOT_HANDLE,
+                                     tree.DEFAULT_MINOR)
+        self.kernel.add_htb_class(ifindex, parent, tree.ROOT_HANDLE,
+                                  tree.htb_shape(self.link_rate, mtu))
+        self.kernel.add_htb_class(ifindex, tree.handle(tree.DEFAULT_MINOR),
+                                  parent, tree.htb_shape(self.link_rate, mtu))
+        self.kernel.add_htb_class(ifindex, tree.handle(tree.CHAFF_MINOR),
+                                  parent,
+                                  tree.htb_shape(self.chaff_rate, mtu))
         for version, protocol, keys in tree.chaff_filters(
                 self.chaff_port_blocks):
-            priv_tc.add_u32_filter(ifindex, tree.ROOT_HANDLE,
-                                   tree.CHAFF_PRIO[version], protocol, keys,
-                                   tree.handle(tree.CHAFF_MINOR))
+            self.kernel.add_u32_filter(
+                ifindex, tree.ROOT_HANDLE, tree.CHAFF_PRIO[version],
+                protocol, keys, tree.handle(tree.CHAFF_MINOR))
 
     def _remove_locked(self, ifname, record, session_id):
         session = record['sessions'][session_id]
-        priv_tc.delete_filters(record['ifindex'], tree.ROOT_HANDLE,
-                               session['prio'], session['protocol'])
-        priv_tc.delete_class(record['ifindex'], session['classid'])
+        self.kernel.delete_filters(record['ifindex'], tree.ROOT_HANDLE,
+                                   session['prio'], session['protocol'])
+        self.kernel.delete_class(record['ifindex'], session['classid'])
         del record['sessions'][session_id]
         LOG.info('Removed shaping of migration %s from %s', session_id,
                  ifname)
@@ -270,9 +281,9 @@ class Shaper(object):
             self._teardown_locked(ifname, record)
 
     def _teardown_locked(self, ifname, record):
-        priv_tc.delete_root(record['ifindex'], tree.ROOT_HANDLE)
+        self.kernel.delete_root(record['ifindex'], tree.ROOT_HANDLE)
         if record['prior']:
-            priv_tc.replay_tc(record['ifindex'],
-                              _snapshot_from_record(record['prior']))
+            self.kernel.replay_tc(record['ifindex'],
+                                  _snapshot_from_record(record['prior']))
         state.delete(self.state_dir, ifname)
         LOG.info('Removed the shaping tree from %s', ifname)

@@ -1,0 +1,114 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The kernel backends, and the shaper driving the recording one."""
+
+import errno
+import time
+
+import pytest
+
+from nova_stealth import backends
+from nova_stealth.backends import pyroute2 as pyroute2_backend
+from nova_stealth.backends import recording
+from nova_stealth import exception
+from nova_stealth.privileged import rtnl
+from nova_stealth.shaping import tc_lib
+from nova_stealth.shaping import tree
+
+
+@pytest.fixture
+def kernel():
+    yield recording.RecordingBackend(host='unit-host')
+    recording.RecordingBackend.forget_hosts()
+
+
+def shaper_on(kernel, tmp_path):
+    return tc_lib.Shaper(str(tmp_path), chaff_port_blocks=[(61500, 0xFFFC)],
+                         kernel=kernel)
+
+
+def test_load_by_name():
+    assert backends.installed_backends() == ['pyroute2', 'recording']
+    assert isinstance(backends.load('pyroute2'),
+                      pyroute2_backend.Pyroute2Backend)
+    with pytest.raises(exception.UnknownPlugin, match='pyroute2, recording'):
+        backends.load('nope')
+
+
+def test_shaper_builds_and_removes_the_tree(kernel, tmp_path):
+    shaper = shaper_on(kernel, tmp_path)
+    session = shaper.install('m1', '198.18.1.2', 61234, 8.0)
+    (ifindex, found), = kernel.installed().items()
+    assert ifindex == session['ifindex']
+    assert list(found['qdiscs']) == [tree.ROOT_HANDLE]
+    assert set(found['classes']) == {
+        tree.handle(tree.PARENT_MINOR), tree.handle(tree.DEFAULT_MINOR),
+        tree.handle(tree.CHAFF_MINOR), session['classid']}
+    protocol, keys = tree.migration_filter('198.18.1.2', 61234)
+    body = (rtnl.filter_tcmsg(ifindex, tree.ROOT_HANDLE, session['prio'],
+                              protocol) +
+            rtnl.u32_options([tuple(k) for k in keys], session['classid']))
+    assert any(message.endswith(body) for message in found['filters'].values())
+    # What a dump returns is what the shaper reads back as its own root.
+    assert tc_lib._root_qdisc(kernel.dump_tc(ifindex)) == (
+        'htb', tree.ROOT_HANDLE)
+
+    assert shaper.remove('m1')
+    assert kernel.installed() == {}
+
+
+def test_one_memory_per_host(kernel, tmp_path):
+    shaper_on(kernel, tmp_path).install('m1', '198.18.1.2', 61234, 8.0)
+    assert recording.RecordingBackend(host='unit-host').installed()
+    assert not recording.RecordingBackend(host='other-host').installed()
+    # A service starting again removes what the one before left.
+    assert shaper_on(recording.RecordingBackend(host='unit-host'),
+                     tmp_path).sweep(everything=True) == ['m1']
+    assert kernel.installed() == {}
+
+
+def test_kernel_refusals(kernel):
+    with pytest.raises(rtnl.NetlinkError) as e:
+        kernel.add_htb_class(2, tree.handle(0x10), tree.ROOT_HANDLE,
+                             tree.htb_shape(1000, 1500))
+    assert e.value.errno == errno.EINVAL
+    kernel.replace_root_htb(2, tree.ROOT_HANDLE, tree.DEFAULT_MINOR)
+    kernel.add_htb_class(2, tree.handle(0x10), tree.ROOT_HANDLE,
+                         tree.htb_shape(1000, 1500))
+    with pytest.raises(rtnl.NetlinkError) as e:
+        kernel.add_htb_class(2, tree.handle(0x10), tree.ROOT_HANDLE,
+                             tree.htb_shape(1000, 1500))
+    assert e.value.errno == errno.EEXIST
+    assert kernel.delete_class(2, tree.handle(0x10))
+    assert not kernel.delete_class(2, tree.handle(0x10))
+
+
+def test_modulator_changes_the_recorded_class(kernel, tmp_path):
+    shaper = shaper_on(kernel, tmp_path)
+    session = shaper.install('m1', '198.18.1.2', 61234, 8.0)
+    before = kernel.installed()[2]['classes'][session['classid']]
+    modulator = shaper.start_modulator(
+        session, 'constant',
+        {'min_rate': 1.0, 'max_rate': 16.0, 'start_rate': 3.0}, 0.01)
+    try:
+        deadline = time.monotonic() + 5
+        while kernel.modulator_report(modulator)['applied'] == [] and (
+                time.monotonic() < deadline):
+            time.sleep(0.01)
+    finally:
+        report = shaper.stop_modulator(modulator)
+    assert report['rates'] and report['error'] is None
+    after = kernel.installed()[2]['classes'][session['classid']]
+    assert after != before
+    assert after.endswith(rtnl.htb_class_options(
+        **tree.htb_shape(tree.mib_to_bytes(3.0), 1500)))
+    shaper.remove('m1')
