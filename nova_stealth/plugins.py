@@ -36,3 +36,16 @@ def plugin_class(namespace, name, kind):
             kind=kind, name=name,
             installed=', '.join(installed(namespace)) or 'none')
     return manager.driver
+
+
+def check_option(group, option, namespace, kinds):
+    """Check that option ``option`` of ``group`` names an installed plugin.
+
+    :param kinds: what the namespace's plugins are, in the plural
+    :raises nova_stealth.exception.InvalidOption: listing installed ones
+    """
+    names = installed(namespace)
+    if group[option] not in names:
+        raise exception.InvalidOption(
+            option=option, value=repr(group[option]),
+            reason='installed %s: %s' % (kinds, ', '.join(names) or 'none'))

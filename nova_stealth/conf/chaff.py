@@ -20,6 +20,7 @@ from nova_stealth.chaff import schedules
 from nova_stealth.conf import base
 from nova_stealth.conf import ports
 from nova_stealth import exception
+from nova_stealth import plugins
 
 SECONDS = types.Float(min=0.0, max=600.0)
 
@@ -101,11 +102,8 @@ def validate(group):
 
     :raises nova_stealth.exception.InvalidOption: naming the bad option
     """
-    installed = schedules.installed_schedules()
-    if group.chaff_schedule not in installed:
-        raise exception.InvalidOption(
-            option='chaff_schedule', value=repr(group.chaff_schedule),
-            reason='installed chaff schedules: %s' % ', '.join(installed))
+    plugins.check_option(group, 'chaff_schedule', schedules.NAMESPACE,
+                         'chaff schedules')
     for name in ('chaff_lead_seconds', 'chaff_tail_seconds'):
         value = group[name]
         if len(value) != 2 or value[0] > value[1]:

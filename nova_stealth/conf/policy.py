@@ -20,6 +20,7 @@ from oslo_config import types
 
 from nova_stealth.conf import base
 from nova_stealth import exception
+from nova_stealth import plugins
 from nova_stealth import policy as rate_policies
 
 FACTOR = types.Float(min=0.0)
@@ -163,12 +164,8 @@ def validate(group):
     :raises nova_stealth.exception.InvalidOption: naming the first option
         that breaks a rule
     """
-    installed = rate_policies.installed_policies()
-    if group.rate_policy not in installed:
-        raise exception.InvalidOption(
-            option='rate_policy', value=repr(group.rate_policy),
-            reason='installed rate policies: %s' % (
-                ', '.join(installed) or 'none'))
+    plugins.check_option(group, 'rate_policy', rate_policies.NAMESPACE,
+                         'rate policies')
     if group.min_rate >= group.max_rate:
         raise exception.InvalidOption(
             option='min_rate', value=group.min_rate,
