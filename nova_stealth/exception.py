@@ -29,6 +29,13 @@ class InvalidOption(StealthError, ValueError):
                '%(reason)s')
 
 
+class IncompatibleNovaOption(StealthError, ValueError):
+    """A Nova option whose value defeats nova_stealth."""
+
+    msg_fmt = ('Invalid value %(value)s for option [%(group)s] %(option)s: '
+               '%(reason)s')
+
+
 class UnknownPlugin(StealthError, LookupError):
     """A plugin name that no installed distribution provides."""
 

@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh Debian machine, as root: install the
-# Debian packages and a virtualenv (.venv) the tests need, then flake8 and
-# every test (unit and functional) with pytest. Extra arguments go to pytest.
+# Debian packages and the virtualenvs the tests need, then flake8, the unit
+# and functional tests (.venv), and the tests on Nova's functional harness
+# (.venv-nova) once per Nova concurrency mode, each with pytest. Extra
+# arguments go to the first pytest run.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 # shellcheck source=tools/setup-host.sh
 . tools/setup-host.sh
+# shellcheck source=tools/setup-nova-env.sh
+. tools/setup-nova-env.sh
 
 .venv/bin/flake8
-.venv/bin/pytest -p no:cacheprovider -ra tests "$@"
+.venv/bin/pytest -p no:cacheprovider -ra tests/unit tests/functional "$@"
+for mode in threading eventlet; do
+    NOVA_STEALTH_CONCURRENCY=$mode .venv-nova/bin/pytest -p no:cacheprovider \
+        -ra -W ignore::DeprecationWarning tests/functional_nova
+done

@@ -13,6 +13,9 @@
 
 from oslo_config import cfg
 
+from nova_stealth import backends
+from nova_stealth import plugins
+
 GROUP = 'stealth'
 GROUP_TITLE = 'Stealth live migration options'
 GROUP_HELP = ('Options for nova_stealth, which shapes the traffic of libvirt '
@@ -42,7 +45,26 @@ are sent unshaped.
         help="""
 Directory where port leases and installed shaping are recorded, so that a
 restarted nova-compute can remove what a crashed one left behind. It must be
-on local disk and writable by nova-compute.
+on local disk and writable by nova-compute. Each nova-compute keeps its own
+subdirectory, named after its host.
+"""),
+    cfg.BoolOpt(
+        'require_stealth',
+        default=False,
+        help="""
+Refuse a live migration that cannot be stealthed: one whose other end does not
+run nova_stealth. When false, such a migration goes ahead unshaped and a
+warning is logged. Tunnelled migrations are refused either way (they have no
+data port to shape).
+"""),
+    cfg.StrOpt(
+        'backend',
+        default='pyroute2',
+        help="""
+How nova_stealth reaches the kernel: an entry point in the
+``nova_stealth.backends`` namespace. ``pyroute2`` changes traffic control
+through nova_stealth's privsep daemon and sends chaff over TCP; ``recording``
+keeps everything in memory and sends nothing (for tests only).
 """),
 ]
 
@@ -60,4 +82,8 @@ def list_opts():
 
 
 def validate(group):
-    """Check the service-wide options; they have no cross-option rules."""
+    """Check that the backend is installed.
+
+    :raises nova_stealth.exception.InvalidOption: naming the bad option
+    """
+    plugins.check_option(group, 'backend', backends.NAMESPACE, 'backends')

@@ -157,6 +157,18 @@ class PortLeases(object):
             lease = leases.pop(owner, None)
             return lease and lease['port']
 
+    def release_all(self):
+        """End every lease; return ``{owner: port}`` of those ended."""
+        with self._locked() as leases:
+            ended = {owner: lease['port'] for owner, lease in leases.items()}
+            leases.clear()
+            return ended
+
+    def leased_since(self):
+        """``{owner: seconds since the epoch}`` of the leases in force."""
+        with self._locked() as leases:
+            return {owner: lease['since'] for owner, lease in leases.items()}
+
     def leases(self):
         """{owner: port} of the leases in force."""
         with self._locked() as leases:

@@ -1,0 +1,273 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""StealthLibvirtDriver: the libvirt driver with stealthed live migrations.
+
+Loaded by ``compute_driver = stealth.StealthLibvirtDriver``. Everything
+else is the libvirt driver's own; on the live-migration path:
+
+- the destination leases a data port in ``pre_live_migration`` and hands
+  it back as ``target_connect_addr`` (``addr:port``), which Nova turns into
+  libvirt's ``migrate_uri``; it releases the lease on post and rollback,
+  and a backstop in the periodic resource update releases leases whose
+  migration ended without the destination being told;
+- the source, in ``live_migration``, shapes that port with the DHTB and
+  starts the chaff before libvirt starts the migration, and removes both on
+  every way out (Nova's post and recover callbacks, and a ``finally``);
+- each compute publishes ``nova_stealth`` in its compute node stats, so
+  each end knows whether the other runs nova_stealth; a migration between
+  a stealth host and one without it goes ahead unshaped with a warning, or
+  is refused when ``[stealth] require_stealth`` is set;
+- tunnelled migrations (no data port to shape) are refused in the
+  pre-checks.
+"""
+
+import ipaddress
+
+import nova.conf
+from nova import exception as nova_exception
+from nova import objects
+from nova.virt.libvirt import driver as libvirt_driver
+from oslo_log import log as logging
+import pbr.version
+
+from nova_stealth import conf as stealth_conf
+from nova_stealth.engine import destination
+from nova_stealth.engine import source
+from nova_stealth import exception
+from nova_stealth.virt import node as node_lib
+
+CONF = nova.conf.CONF
+stealth_conf.register_opts(CONF)
+LOG = logging.getLogger(__name__)
+MIB = 1 << 20
+#: The key of the compute node stats that says a host runs nova_stealth.
+STATS_KEY = 'nova_stealth'
+
+
+def split_connect_address(text):
+    """``(address, port)`` of ``addr:port`` / ``[addr]:port``.
+
+    The port is None when ``text`` carries none (a bare host name or IPv4
+    or IPv6 address, as Nova's own destinations hand back).
+    """
+    if not text:
+        return text, None
+    if text.startswith('['):
+        address, _, rest = text[1:].partition(']')
+        return address, int(rest[1:]) if rest.startswith(':') else None
+    try:
+        ipaddress.ip_address(text)
+        return text, None
+    except ValueError:
+        pass
+    address, sep, port = text.rpartition(':')
+    if sep and port.isdigit():
+        return address, int(port)
+    return text, None
+
+
+def runs_stealth(compute_info):
+    """True if a compute node record (object or primitive) says so."""
+    if compute_info is None:
+        return False
+    if isinstance(compute_info, dict):
+        data = compute_info.get('nova_object.data', compute_info)
+        stats = data.get('stats') or {}
+    else:
+        stats = getattr(compute_info, 'stats', None) or {}
+    return STATS_KEY in stats
+
+
+class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
+    """The libvirt driver, with live migrations shaped to look ordinary."""
+
+    def __init__(self, virtapi, read_only=False):
+        super().__init__(virtapi, read_only)
+        stealth_conf.validate(CONF)
+        self._check_hypervisor_limiter()
+        self.stealth = None
+
+    @staticmethod
+    def _check_hypervisor_limiter():
+        bandwidth = CONF.libvirt.live_migration_bandwidth
+        needed = source.hypervisor_max_bandwidth(CONF.stealth)
+        if CONF.stealth.enabled and 0 < bandwidth < needed:
+            raise exception.IncompatibleNovaOption(
+                group='libvirt', option='live_migration_bandwidth',
+                value=bandwidth,
+                reason='with nova_stealth it must be 0 or at least %g MiB/s '
+                       '(4 x [stealth] max_rate), or QEMU\'s limiter, not '
+                       'the shaping, paces the migration and its 100 ms '
+                       'bursts reach the wire' % needed)
+
+    def init_host(self, host):
+        super().init_host(host)
+        if CONF.stealth.enabled:
+            self.stealth = node_lib.StealthNode(CONF.stealth, host)
+            self.stealth.sweep()
+
+    def get_available_resource(self, nodename):
+        data = super().get_available_resource(nodename)
+        if self.stealth is not None:
+            data.setdefault('stats', {})[STATS_KEY] = pbr.version.VersionInfo(
+                'nova_stealth').version_string()
+            present = {dom.UUIDString()
+                       for dom in self._host.list_instance_domains(
+                           only_running=False)}
+            self.stealth.release_abandoned(present)
+        return data
+
+    # Pre-checks ----------------------------------------------------------
+
+    def check_can_live_migrate_destination(self, context, instance,
+                                           src_compute_info,
+                                           dst_compute_info,
+                                           block_migration=False,
+                                           disk_over_commit=False):
+        if (self.stealth is not None and CONF.stealth.require_stealth and
+                not runs_stealth(src_compute_info)):
+            raise nova_exception.MigrationPreCheckError(
+                reason='the source host %s does not run nova_stealth and '
+                       '[stealth] require_stealth is set on this host' %
+                       instance.host)
+        return super().check_can_live_migrate_destination(
+            context, instance, src_compute_info, dst_compute_info,
+            block_migration, disk_over_commit)
+
+    def check_can_live_migrate_source(self, context, instance,
+                                      dest_check_data,
+                                      block_device_info=None):
+        if self.stealth is not None and CONF.libvirt.live_migration_tunnelled:
+            raise nova_exception.MigrationPreCheckError(
+                reason='nova_stealth cannot shape a tunnelled live migration '
+                       '([libvirt] live_migration_tunnelled): its data has '
+                       'no port of its own')
+        return super().check_can_live_migrate_source(
+            context, instance, dest_check_data, block_device_info)
+
+    # Destination ---------------------------------------------------------
+
+    def pre_live_migration(self, context, instance, block_device_info,
+                           network_info, disk_info, migrate_data):
+        migrate_data = super().pre_live_migration(
+            context, instance, block_device_info, network_info, disk_info,
+            migrate_data)
+        if self.stealth is None:
+            return migrate_data
+        if not self._host_runs_stealth(context, instance.host):
+            LOG.warning('The source host %s does not run nova_stealth: '
+                        'this migration is not shaped', instance.host,
+                        instance=instance)
+            return migrate_data
+        port = self.stealth.lease(instance.uuid)
+        address = migrate_data.target_connect_addr or CONF.my_ip
+        migrate_data.target_connect_addr = destination.connect_address(
+            address, port)
+        LOG.info('Incoming migration data port %s',
+                 migrate_data.target_connect_addr, instance=instance)
+        return migrate_data
+
+    def post_live_migration_at_destination(self, context, instance,
+                                           network_info,
+                                           block_migration=False,
+                                           block_device_info=None):
+        try:
+            return super().post_live_migration_at_destination(
+                context, instance, network_info, block_migration,
+                block_device_info)
+        finally:
+            self._release(instance)
+
+    def rollback_live_migration_at_destination(self, context, instance,
+                                               network_info,
+                                               block_device_info,
+                                               destroy_disks=True,
+                                               migrate_data=None):
+        try:
+            return super().rollback_live_migration_at_destination(
+                context, instance, network_info, block_device_info,
+                destroy_disks, migrate_data)
+        finally:
+            self._release(instance)
+
+    def _release(self, instance):
+        if self.stealth is not None:
+            self.stealth.release(instance.uuid)
+
+    @staticmethod
+    def _host_runs_stealth(context, host):
+        try:
+            nodes = objects.ComputeNodeList.get_all_by_host(context, host)
+        except nova_exception.ComputeHostNotFound:
+            return False
+        return any(runs_stealth(cn) for cn in nodes)
+
+    # Source --------------------------------------------------------------
+
+    @staticmethod
+    def _live_migration_uri(dest):
+        # Nova builds libvirt's connection URI from target_connect_addr
+        # too; the data port is for migrate_uri only.
+        address, _port = split_connect_address(dest)
+        return libvirt_driver.LibvirtDriver._live_migration_uri(address)
+
+    def live_migration(self, context, instance, dest, post_method,
+                       recover_method, block_migration=False,
+                       migrate_data=None):
+        if self.stealth is None:
+            return super().live_migration(
+                context, instance, dest, post_method, recover_method,
+                block_migration, migrate_data)
+        target = (migrate_data.target_connect_addr
+                  if 'target_connect_addr' in migrate_data else None)
+        address, port = split_connect_address(target)
+        if port is None:
+            if CONF.stealth.require_stealth:
+                LOG.error('Refusing to live-migrate to %s, which does not '
+                          'run nova_stealth: [stealth] require_stealth is '
+                          'set', dest, instance=instance)
+                recover_method(context, instance, dest, migrate_data)
+                return
+            LOG.warning('The destination %s does not run nova_stealth: '
+                        'this migration is not shaped', dest,
+                        instance=instance)
+            return super().live_migration(
+                context, instance, dest, post_method, recover_method,
+                block_migration, migrate_data)
+        if migrate_data.block_migration:
+            LOG.warning('Block migration: the disks go over libvirt\'s NBD '
+                        'port, which nova_stealth does not shape',
+                        instance=instance)
+        try:
+            self.stealth.start_outgoing(
+                instance.uuid, address, port,
+                instance.flavor.memory_mb * MIB)
+        except (exception.StealthError, OSError) as e:
+            LOG.error('Could not shape the migration, so it is not '
+                      'started: %s', e, instance=instance)
+            recover_method(context, instance, dest, migrate_data)
+            return
+
+        def post(*args, **kwargs):
+            self.stealth.finish_outgoing(instance.uuid)
+            return post_method(*args, **kwargs)
+
+        def recover(*args, **kwargs):
+            self.stealth.abort_outgoing(instance.uuid)
+            return recover_method(*args, **kwargs)
+
+        try:
+            return super().live_migration(context, instance, dest, post,
+                                          recover, block_migration,
+                                          migrate_data)
+        finally:
+            self.stealth.abort_outgoing(instance.uuid)

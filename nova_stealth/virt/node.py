@@ -1,0 +1,159 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""nova_stealth's share of one nova-compute: its migrations, both ways.
+
+One :class:`StealthNode` per driver: Nova's functional harness runs two
+compute services in one process over one configuration, so nothing here
+is global. Its state lives in a subdirectory of ``[stealth] state_dir``
+named after the host.
+"""
+
+import ipaddress
+import logging
+import os
+import socket
+import threading
+import time
+
+from nova_stealth import backends
+from nova_stealth.engine import destination
+from nova_stealth.engine import source
+from nova_stealth.ports import leases as leases_lib
+from nova_stealth.shaping import tc_lib
+
+LOG = logging.getLogger(__name__)
+MIB = 1 << 20
+#: A lease whose incoming domain has not appeared this long after it was
+#: taken belongs to a migration that ended without telling us.
+INCOMING_GRACE_SECONDS = 600
+
+
+def peer_address(address):
+    """An IP address for ``address``, resolving a host name."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return socket.getaddrinfo(address, None,
+                                  type=socket.SOCK_STREAM)[0][4][0]
+
+
+class StealthNode(object):
+    """Outgoing sessions and incoming port leases of one compute host.
+
+    :param group: the loaded [stealth] option group
+    :param host: the compute host's name
+    :param backend: a kernel backend (``[stealth] backend`` if None)
+    :param clock: seconds since the epoch
+    """
+
+    def __init__(self, group, host, backend=None, clock=time.time):
+        self.group = group
+        self.host = host
+        self.clock = clock
+        self.state_dir = os.path.join(group.state_dir, host)
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.backend = backend or backends.load(group.backend, host=host)
+        self.shaper = tc_lib.Shaper.from_conf(group, kernel=self.backend,
+                                              state_dir=self.state_dir)
+        self.leases = leases_lib.PortLeases(
+            self.state_dir, group.migration_port_ranges,
+            group.port_lease_seconds, clock=clock)
+        self.outgoing = {}
+        self._seen_incoming = set()
+        self._lock = threading.Lock()
+
+    def sweep(self):
+        """Remove all that a previous run of this service left behind.
+
+        Called as the service starts, when none of it can be in use.
+        :returns: (sessions removed, leases ended)
+        """
+        removed = self.shaper.sweep(everything=True)
+        ended = self.leases.release_all()
+        if removed or ended:
+            LOG.warning('Removed shaping of migrations %s and port leases '
+                        'of instances %s left by an earlier run',
+                        sorted(removed), sorted(ended))
+        return removed, ended
+
+    # Destination side ----------------------------------------------------
+
+    def lease(self, instance_uuid):
+        """Lease the data port of an incoming migration."""
+        return destination.DestinationSession(
+            self.group, instance_uuid, leases=self.leases).prepare()
+
+    def release(self, instance_uuid):
+        """Release an incoming migration's port; idempotent."""
+        port = self.leases.release(instance_uuid)
+        if port:
+            LOG.info('Released migration port %d of instance %s', port,
+                     instance_uuid)
+        return port
+
+    def release_abandoned(self, present_uuids):
+        """Release leases whose incoming domain is gone or never came.
+
+        Nova does not call the destination's rollback after every failed
+        migration; the periodic resource update calls this instead.
+
+        :param present_uuids: uuids of the domains on this host now
+        :returns: the instance uuids whose leases were released
+        """
+        deadline = self.clock() - INCOMING_GRACE_SECONDS
+        abandoned = []
+        for uuid, since in self.leases.leased_since().items():
+            if uuid in present_uuids:
+                self._seen_incoming.add(uuid)
+            elif uuid in self._seen_incoming or since < deadline:
+                abandoned.append(uuid)
+        for uuid in abandoned:
+            self._seen_incoming.discard(uuid)
+            LOG.warning('Releasing the migration port of instance %s: its '
+                        'migration ended without the destination being told',
+                        uuid)
+            self.leases.release(uuid)
+        return abandoned
+
+    # Source side ---------------------------------------------------------
+
+    def start_outgoing(self, instance_uuid, address, port, memory_bytes):
+        """Shape and hide an instance's migration; return when it may go."""
+        session = source.SourceSession(
+            self.group, instance_uuid, peer_address(address), port,
+            memory_bytes, shaper=self.shaper,
+            chaff_sender=self.backend.chaff_sender)
+        with self._lock:
+            self.outgoing[instance_uuid] = session
+        try:
+            session.start()
+        except BaseException:
+            with self._lock:
+                self.outgoing.pop(instance_uuid, None)
+            raise
+        return session
+
+    def finish_outgoing(self, instance_uuid):
+        """Drain, then ramp the chaff down and unshape in the background."""
+        with self._lock:
+            session = self.outgoing.pop(instance_uuid, None)
+        if session is not None:
+            session.finish()
+
+    def abort_outgoing(self, instance_uuid):
+        """Remove an outgoing migration's shaping and chaff now."""
+        with self._lock:
+            session = self.outgoing.pop(instance_uuid, None)
+        if session is not None:
+            session.abort()
+            LOG.info('Removed the shaping and chaff of instance %s',
+                     instance_uuid)
