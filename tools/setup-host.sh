@@ -13,8 +13,9 @@ fi
 # iproute2: ip netns, veth, tc; ethtool: offloads off so captures hold
 # wire-sized packets; iperf3: throughput of unshaped traffic;
 # tcpdump: the adversary's captures; qemu-system-x86: the testbed's VMs;
-# git: pbr reads the version from the history.
-DEBIAN_PACKAGES="iproute2 ethtool iperf3 tcpdump qemu-system-x86 git"
+# git: pbr reads the version from the history; shellcheck: the devstack
+# plugin and these scripts are checked.
+DEBIAN_PACKAGES="iproute2 ethtool iperf3 tcpdump qemu-system-x86 git shellcheck"
 missing=""
 for pkg in $DEBIAN_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null |

@@ -1,0 +1,63 @@
+#!/bin/bash
+# shellcheck shell=bash
+# devstack plugin for nova_stealth: installs it, makes nova-compute load
+# StealthLibvirtDriver with the [stealth] options of devstack/settings,
+# runs the chaff responder on compute nodes, and removes all shaping and
+# port leases at unstack.
+#
+# The functions used here (pip_install, iniset, run_process, stop_process,
+# is_service_enabled, echo_summary) come from devstack.
+
+function install_nova_stealth {
+    # A wheel, not setup_develop: Nova loads the driver from the installed
+    # nova/virt/stealth package, which an editable install does not make.
+    pip_install "$NOVA_STEALTH_DIR"
+}
+
+function configure_nova_stealth {
+    sudo install -d -o "$STACK_USER" "$NOVA_STEALTH_STATE_DIR"
+    sudo install -m 644 \
+        "$NOVA_STEALTH_DIR/etc/nova/rootwrap.d/nova-stealth.filters" \
+        "$NOVA_CONF_DIR/rootwrap.d/nova-stealth.filters"
+    iniset "$NOVA_CPU_CONF" DEFAULT compute_driver stealth.StealthLibvirtDriver
+    # QEMU's own limiter must not pace the migration (0: unlimited).
+    iniset "$NOVA_CPU_CONF" libvirt live_migration_bandwidth 0
+    iniset "$NOVA_CPU_CONF" libvirt live_migration_tunnelled False
+    iniset "$NOVA_CPU_CONF" stealth state_dir "$NOVA_STEALTH_STATE_DIR"
+    iniset "$NOVA_CPU_CONF" stealth require_stealth "$NOVA_STEALTH_REQUIRE"
+    iniset "$NOVA_CPU_CONF" stealth rate_policy "$NOVA_STEALTH_RATE_POLICY"
+    iniset "$NOVA_CPU_CONF" stealth chaff_ports "$NOVA_STEALTH_CHAFF_PORTS"
+    iniset "$NOVA_CPU_CONF" stealth chaff_peer_networks \
+        "$NOVA_STEALTH_PEER_NETWORKS"
+}
+
+function start_nova_stealth {
+    local peers="" network
+    for network in ${NOVA_STEALTH_PEER_NETWORKS//,/ }; do
+        peers+=" --peer-network $network"
+    done
+    run_process n-stealth "$(command -v nova-stealth-chaff-responder) \
+--ports $NOVA_STEALTH_CHAFF_PORTS$peers"
+}
+
+function stop_nova_stealth {
+    stop_process n-stealth
+    # nova-compute is stopped by now: nothing of ours is in use.
+    sudo "$(command -v nova-stealth-cleanup)" --config-file "$NOVA_CPU_CONF"
+}
+
+if is_service_enabled n-stealth; then
+    if [[ "$1" == "stack" && "$2" == "install" ]]; then
+        echo_summary "Installing nova_stealth"
+        install_nova_stealth
+    elif [[ "$1" == "stack" && "$2" == "post-config" ]]; then
+        echo_summary "Configuring nova_stealth"
+        configure_nova_stealth
+    elif [[ "$1" == "stack" && "$2" == "extra" ]]; then
+        echo_summary "Starting the nova_stealth chaff responder"
+        start_nova_stealth
+    fi
+    if [[ "$1" == "unstack" ]]; then
+        stop_nova_stealth
+    fi
+fi
