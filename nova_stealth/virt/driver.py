@@ -251,18 +251,19 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
             self.stealth.start_outgoing(
                 instance.uuid, address, port,
                 instance.flavor.memory_mb * MIB)
-        except (exception.StealthError, OSError) as e:
-            LOG.error('Could not shape the migration, so it is not '
-                      'started: %s', e, instance=instance)
+        except Exception:
+            # Nothing has started: roll back, leaving the instance ACTIVE.
+            LOG.exception('Could not shape the migration, so it is not '
+                          'started', instance=instance)
             recover_method(context, instance, dest, migrate_data)
             return
 
         def post(*args, **kwargs):
-            self.stealth.finish_outgoing(instance.uuid)
+            self._end_outgoing(instance, finish=True)
             return post_method(*args, **kwargs)
 
         def recover(*args, **kwargs):
-            self.stealth.abort_outgoing(instance.uuid)
+            self._end_outgoing(instance, finish=False)
             return recover_method(*args, **kwargs)
 
         try:
@@ -270,4 +271,19 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
                                           recover, block_migration,
                                           migrate_data)
         finally:
+            self._end_outgoing(instance, finish=False)
+
+    def _end_outgoing(self, instance, finish):
+        # Nova's callbacks must run whatever happens to the shaping: the
+        # guest's fate is decided, and Nova has to hear of it.
+        try:
+            if finish:
+                self.stealth.finish_outgoing(instance.uuid)
+        except Exception:
+            LOG.exception('Ending the shaping failed; removing it',
+                          instance=instance)
+        try:
             self.stealth.abort_outgoing(instance.uuid)
+        except Exception:
+            LOG.exception('Removing the shaping failed; the next start of '
+                          'nova-compute removes it', instance=instance)

@@ -147,7 +147,11 @@ class StealthNode(object):
         with self._lock:
             session = self.outgoing.pop(instance_uuid, None)
         if session is not None:
-            session.finish()
+            try:
+                session.finish()
+            except BaseException:
+                session.abort()
+                raise
 
     def abort_outgoing(self, instance_uuid):
         """Remove an outgoing migration's shaping and chaff now."""

@@ -287,6 +287,27 @@ class TestStealthedMigration(StealthMigrationTestBase):
         self.assertEqual({'another-migration': 61000}, self._leases('dest'))
         self.assertEqual({}, self._trees('src'))
 
+    def test_shaping_that_cannot_be_installed_rolls_back(self):
+        # An operator's own root qdisc on the source's egress device, which
+        # [stealth] allow_replace_root_qdisc does not allow to replace.
+        operator_root = 0x10000  # 1:
+        tbf = rtnl.tcmsg(2, operator_root, rtnl.TC_H_ROOT) + rtnl.attr(
+            rtnl.TCA_KIND, b'tbf\0')
+        snapshot = {'qdiscs': [rtnl.NLMSGHDR.pack(
+            rtnl.NLMSGHDR.size + len(tbf), rtnl.RTM_NEWQDISC, 0, 0, 0) +
+            tbf], 'classes': [], 'filters': []}
+        self._backend('src').replay_tc(2, snapshot)
+        self._live_migrate(self.server, 'failed', 'ACTIVE')
+        self.assertEqual('src', self._host_of(self.server))
+        self.assertEqual([], self.calls)
+        self.assertIn('Could not shape the migration, so it is not started',
+                      self.stdlog.logger.output)
+        self.assertIn('already has a root qdisc tbf',
+                      self.stdlog.logger.output)
+        self.assertEqual(snapshot, self._backend('src').dump_tc(2))
+        self.assertEqual([], self._backend('src').running_chaff())
+        self.assertEqual({}, self._recorded_sessions('src'))
+
     def test_tunnelled_is_refused(self):
         self.flags(group='libvirt', live_migration_tunnelled=True)
         self._refused_by_prechecks()
