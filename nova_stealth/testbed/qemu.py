@@ -162,6 +162,15 @@ class Vm(object):
         if state['status'] != 'completed':
             raise RuntimeError('migration %s: %s' % (
                 state['status'], state.get('error-desc', '')))
+        # QEMU sets "completed" a moment before it computes the total time
+        # and downtime: a query in between reads zeros.
+        settle = time.monotonic() + 5.0
+        while not state.get('total-time') and time.monotonic() < settle:
+            time.sleep(0.05)
+            state = self.qmp.execute('query-migrate')
+        if not state.get('total-time'):
+            raise RuntimeError('QEMU reported no total time for a completed '
+                               'migration')
         ram = state.get('ram', {})
         return {'total_time_s': state['total-time'] / 1000.0,
                 'downtime_ms': float(state.get('downtime', 0)),
