@@ -1,0 +1,47 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The MaxEnt attacker's operating point."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+import numpy as np
+
+from nova_stealth.testbed import scoring
+
+PROBABILITIES = st.lists(st.floats(0.0, 1.0), min_size=1, max_size=500)
+
+
+@given(PROBABILITIES, st.floats(0.0, 0.2))
+def test_spends_at_most_the_budget(background, budget):
+    threshold = scoring.operating_threshold(background, budget)
+    flagged = int((np.asarray(background) >= threshold).sum())
+    assert flagged <= budget * len(background)
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=500, unique=True),
+       st.floats(0.0, 0.2))
+def test_is_the_lowest_such_threshold(background, budget):
+    threshold = scoring.operating_threshold(background, budget)
+    below = [p for p in background if p < threshold]
+    if below:
+        # Flagging the next lower score as well would exceed the budget.
+        flagged = int((np.asarray(background) >= max(below)).sum())
+        assert flagged > budget * len(background)
+
+
+def test_imbalanced_classes_are_still_caught():
+    # 20 migrations scored 0.3 (a 0.5 threshold flags none) above 1,000
+    # background flows scored below 0.3, but for 10 of them.
+    background = [0.01] * 990 + [0.9] * 10
+    threshold = scoring.operating_threshold(background)
+    assert threshold <= 0.3
+    assert int((np.asarray(background) >= threshold).sum()) == 10
