@@ -55,15 +55,21 @@ def offloads_off(ns, dev):
 
 
 class Tcpdump(object):
-    """A tcpdump process in a namespace, writing a capture file."""
+    """A tcpdump process in a namespace, writing a capture file.
 
-    def __init__(self, ns, path, *args):
+    :param spawned: called with the process as soon as it exists, before
+        tcpdump is listening (to record it for a crash's cleanup)
+    """
+
+    def __init__(self, ns, path, *args, spawned=None):
         self.path = path
         # -Z root: stay root, to write into private directories.
         self.process = subprocess.Popen(
             ['ip', 'netns', 'exec', ns, 'tcpdump', '-n', '-U', '-Z', 'root',
              '-w', path] + list(args), stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
+        if spawned:
+            spawned(self.process)
         said = []
         while not said or 'listening on' not in said[-1]:
             said.append(self.process.stderr.readline())

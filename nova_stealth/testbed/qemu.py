@@ -85,10 +85,12 @@ class Vm(object):
     :param image: for ``ram``, the file of random bytes that backs memory;
         for ``linux``, (kernel, initramfs)
     :param incoming: wait for an incoming migration
+    :param spawned: called with the process as soon as it exists, before
+        its QMP socket is up (to record it for a crash's cleanup)
     """
 
     def __init__(self, ns, workdir, name, memory_mib, guest, image,
-                 incoming=False, kvm=None):
+                 incoming=False, kvm=None, spawned=None):
         self.name = name
         self.qmp_path = os.path.join(workdir, 'qmp-%s.sock' % name)
         self.log_path = os.path.join(workdir, 'qemu-%s.log' % name)
@@ -122,6 +124,8 @@ class Vm(object):
         self.process = subprocess.Popen(
             ['ip', 'netns', 'exec', ns] + args, stdout=self.log,
             stderr=subprocess.STDOUT)
+        if spawned:
+            spawned(self.process)
         try:
             self.qmp = Qmp(self.qmp_path)
         except BaseException:

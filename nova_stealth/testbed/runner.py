@@ -203,21 +203,21 @@ class Site(object):
         else:
             port = qemu.LIBVIRT_PORTS[0]
         capture = os.path.join(self.workdir, name + '.pcap')
-        dump = netns.Tcpdump(self.topology.ns['rl'], capture, '-i', 'wan0',
-                             '-s', '96', 'tcp')
-        _record_process(self.workdir, dump.process, 'tcpdump')
+        dump = netns.Tcpdump(
+            self.topology.ns['rl'], capture, '-i', 'wan0', '-s', '96', 'tcp',
+            spawned=lambda p: _record_process(self.workdir, p, 'tcpdump'))
         vms, agent = [], None
         try:
-            target = qemu.Vm(self.topology.ns['dst'], self.workdir,
-                             name + '-dst', vm['memory_mib'], vm['guest'],
-                             vm['image'], incoming=True)
+            target = qemu.Vm(
+                self.topology.ns['dst'], self.workdir, name + '-dst',
+                vm['memory_mib'], vm['guest'], vm['image'], incoming=True,
+                spawned=lambda p: _record_process(self.workdir, p, 'qemu'))
             vms.append(target)
-            _record_process(self.workdir, target.process, 'qemu')
-            origin = qemu.Vm(self.topology.ns['src'], self.workdir,
-                             name + '-src', vm['memory_mib'], vm['guest'],
-                             vm['image'])
+            origin = qemu.Vm(
+                self.topology.ns['src'], self.workdir, name + '-src',
+                vm['memory_mib'], vm['guest'], vm['image'],
+                spawned=lambda p: _record_process(self.workdir, p, 'qemu'))
             vms.append(origin)
-            _record_process(self.workdir, origin.process, 'qemu')
             if vm['guest'] == 'linux':
                 origin.wait_console(guest.READY, GUEST_BOOT_TIMEOUT)
             target.listen(dst_addr, port)
