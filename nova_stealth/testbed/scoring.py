@@ -89,12 +89,16 @@ def _verdicts(probabilities, threshold=0.5):
 def operating_threshold(background, budget=FP_BUDGET):
     """The lowest threshold that flags at most ``budget`` of ``background``.
 
+    Fewer background flows than ``1 / budget`` cannot measure the budget
+    (none may be flagged, so the threshold would follow the single highest
+    score): the model's own 0.5 stands then.
+
     :param background: out-of-fold migration probabilities of background
         flows
     """
     scores = np.sort(np.nan_to_num(np.asarray(background, dtype=float),
                                    nan=0.0))
-    if not len(scores):
+    if len(scores) * budget < 1:
         return 0.5
     allowed = int(np.floor(budget * len(scores)))
     return float(np.nextafter(scores[len(scores) - allowed - 1], np.inf))

@@ -17,18 +17,20 @@ import numpy as np
 
 from nova_stealth.testbed import scoring
 
-PROBABILITIES = st.lists(st.floats(0.0, 1.0), min_size=1, max_size=500)
+# At least 100 flows: enough to measure any budget from 1%.
+PROBABILITIES = st.lists(st.floats(0.0, 1.0), min_size=100, max_size=500)
 
 
-@given(PROBABILITIES, st.floats(0.0, 0.2))
+@given(PROBABILITIES, st.floats(0.01, 0.2))
 def test_spends_at_most_the_budget(background, budget):
     threshold = scoring.operating_threshold(background, budget)
     flagged = int((np.asarray(background) >= threshold).sum())
     assert flagged <= budget * len(background)
 
 
-@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=500, unique=True),
-       st.floats(0.0, 0.2))
+@given(st.lists(st.floats(0.0, 1.0), min_size=100, max_size=500,
+                unique=True),
+       st.floats(0.01, 0.2))
 def test_is_the_lowest_such_threshold(background, budget):
     threshold = scoring.operating_threshold(background, budget)
     below = [p for p in background if p < threshold]
@@ -45,3 +47,8 @@ def test_imbalanced_classes_are_still_caught():
     threshold = scoring.operating_threshold(background)
     assert threshold <= 0.3
     assert int((np.asarray(background) >= threshold).sum()) == 10
+
+
+def test_too_few_background_flows_keep_the_models_threshold():
+    assert scoring.operating_threshold([0.1] * 49) == 0.5
+    assert scoring.operating_threshold([0.1] * 49 + [0.2]) > 0.1
