@@ -31,7 +31,6 @@ from nova_stealth.ports import leases as leases_lib
 from nova_stealth.shaping import tc_lib
 
 LOG = logging.getLogger(__name__)
-MIB = 1 << 20
 #: A lease whose incoming domain has not appeared this long after it was
 #: taken belongs to a migration that ended without telling us.
 INCOMING_GRACE_SECONDS = 600

@@ -1,0 +1,59 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""One compute service's migrations: StealthNode, on the recording kernel."""
+
+import pytest
+
+from nova_stealth.backends import recording
+from nova_stealth import conf
+from nova_stealth.virt import node as node_lib
+
+
+@pytest.fixture
+def node(tmp_path):
+    group = conf.load_group(state_dir=str(tmp_path), backend='recording',
+                            migration_port_ranges=['61000-61009'])
+    now = [1000.0]
+    made = node_lib.StealthNode(group, 'unit-host', clock=lambda: now[0])
+    made.now = now
+    yield made
+    recording.RecordingBackend.forget_hosts()
+
+
+def test_state_lives_in_a_directory_per_host(node, tmp_path):
+    assert node.state_dir == str(tmp_path / 'unit-host')
+    assert node.lease('vm-1') in range(61000, 61010)
+    assert (tmp_path / 'unit-host' / 'port-leases.json').exists()
+
+
+def test_lease_of_an_incoming_domain_that_came_and_went(node):
+    node.lease('vm-1')
+    assert node.release_abandoned({'vm-1'}) == []
+    assert node.release_abandoned(set()) == ['vm-1']
+    assert node.leases.leases() == {}
+
+
+def test_lease_whose_domain_never_came_lapses_after_the_grace(node):
+    node.lease('vm-1')
+    node.now[0] += node_lib.INCOMING_GRACE_SECONDS - 1
+    assert node.release_abandoned(set()) == []
+    node.now[0] += 2
+    assert node.release_abandoned(set()) == ['vm-1']
+
+
+def test_sweep_ends_what_an_earlier_run_left(node):
+    port = node.lease('vm-1')
+    node.shaper.install('vm-2', '198.18.1.2', 61234, 8.0)
+    again = node_lib.StealthNode(node.group, 'unit-host', clock=node.clock)
+    assert again.sweep() == (['vm-2'], {'vm-1': port})
+    assert again.backend.installed() == {}
+    assert again.sweep() == ([], {})
