@@ -120,10 +120,14 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
         if self.stealth is not None:
             data.setdefault('stats', {})[STATS_KEY] = pbr.version.VersionInfo(
                 'nova_stealth').version_string()
-            present = {dom.UUIDString()
-                       for dom in self._host.list_instance_domains(
-                           only_running=False)}
-            self.stealth.release_abandoned(present)
+            try:
+                present = {dom.UUIDString()
+                           for dom in self._host.list_instance_domains(
+                               only_running=False)}
+                self.stealth.release_abandoned(present)
+            except Exception:
+                # The resources must still be reported; leases also expire.
+                LOG.exception('Could not release abandoned migration ports')
         return data
 
     # Pre-checks ----------------------------------------------------------
