@@ -20,11 +20,9 @@ import argparse
 import os
 import sys
 
-from nova_stealth import backends
 from nova_stealth import conf as stealth_conf
-from nova_stealth.ports import leases as leases_lib
 from nova_stealth import privileged
-from nova_stealth.shaping import tc_lib
+from nova_stealth.virt import node
 
 
 def parse_args(argv):
@@ -48,15 +46,11 @@ def main(argv=None):
     removed, ended = [], {}
     if os.path.isdir(group.state_dir):
         for host in sorted(os.listdir(group.state_dir)):
-            host_dir = os.path.join(group.state_dir, host)
-            if not os.path.isdir(host_dir):
-                continue
-            kernel = backends.load(group.backend, host=host)
-            shaper = tc_lib.Shaper.from_conf(group, kernel=kernel,
-                                             state_dir=host_dir)
-            removed += shaper.sweep(everything=True)
-            ended.update(leases_lib.PortLeases(
-                host_dir, group.migration_port_ranges).release_all())
+            if os.path.isdir(os.path.join(group.state_dir, host)):
+                host_removed, host_ended = node.StealthNode(
+                    group, host).sweep()
+                removed += host_removed
+                ended.update(host_ended)
     print('removed shaping of %d migrations, ended %d port leases' % (
         len(removed), len(ended)))
     return 0
