@@ -45,8 +45,9 @@ from nova_stealth.engine import source
 from nova_stealth import exception
 from nova_stealth.virt import node as node_lib
 
+# nova.conf.CONF is oslo.config's global object, on which importing
+# nova_stealth.conf has registered [stealth].
 CONF = nova.conf.CONF
-stealth_conf.register_opts(CONF)
 LOG = logging.getLogger(__name__)
 MIB = 1 << 20
 #: The key of the compute node stats that says a host runs nova_stealth.
@@ -95,6 +96,8 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
         stealth_conf.validate(CONF)
         self._check_hypervisor_limiter()
         self.stealth = None
+        self._stealth_version = pbr.version.VersionInfo(
+            'nova_stealth').version_string()
 
     @staticmethod
     def _check_hypervisor_limiter():
@@ -118,8 +121,7 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
     def get_available_resource(self, nodename):
         data = super().get_available_resource(nodename)
         if self.stealth is not None:
-            data.setdefault('stats', {})[STATS_KEY] = pbr.version.VersionInfo(
-                'nova_stealth').version_string()
+            data.setdefault('stats', {})[STATS_KEY] = self._stealth_version
             try:
                 present = {dom.UUIDString()
                            for dom in self._host.list_instance_domains(
