@@ -9,13 +9,25 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""Finding plugins by name in their stevedore namespaces."""
+"""Finding plugins by name in their stevedore namespaces.
+
+The namespaces are named here, not in the packages of their plugins, so that
+``nova_stealth.conf`` can name them without importing those packages (and
+numpy with them).
+"""
 
 from stevedore import driver
 from stevedore import exception as stevedore_exc
 from stevedore import extension
 
 from nova_stealth import exception
+
+#: How nova_stealth reaches the kernel (``[stealth] backend``).
+BACKENDS = 'nova_stealth.backends'
+#: Rate policies of the migration class (``[stealth] rate_policy``).
+RATE_POLICIES = 'nova_stealth.rate_policies'
+#: Chaff schedules (``[stealth] chaff_schedule``).
+CHAFF_SCHEDULES = 'nova_stealth.chaff_schedules'
 
 
 def installed(namespace):

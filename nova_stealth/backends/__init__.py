@@ -20,12 +20,10 @@ privsep cannot run (Nova's functional test harness).
 
 from nova_stealth import plugins
 
-NAMESPACE = 'nova_stealth.backends'
-
 
 def installed_backends():
     """Return the sorted names of the installed backends."""
-    return plugins.installed(NAMESPACE)
+    return plugins.installed(plugins.BACKENDS)
 
 
 def load(name, host=None):
@@ -33,4 +31,4 @@ def load(name, host=None):
 
     :raises nova_stealth.exception.UnknownPlugin: listing the installed ones
     """
-    return plugins.plugin_class(NAMESPACE, name, 'backend')(host=host)
+    return plugins.plugin_class(plugins.BACKENDS, name, 'backend')(host=host)

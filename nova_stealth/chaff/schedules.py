@@ -23,7 +23,6 @@ import numpy as np
 
 from nova_stealth import plugins
 
-NAMESPACE = 'nova_stealth.chaff_schedules'
 #: How often the envelope's own variation takes a new value.
 ENVELOPE_TICK = 0.1
 #: Time constant of the average total that the ramp-down starts from: two
@@ -237,7 +236,7 @@ class ConstantSchedule(ChaffSchedule):
 
 def installed_schedules():
     """Sorted names of the installed chaff schedules."""
-    return plugins.installed(NAMESPACE)
+    return plugins.installed(plugins.CHAFF_SCHEDULES)
 
 
 def load(name, level, **kwargs):
@@ -245,5 +244,5 @@ def load(name, level, **kwargs):
 
     :raises nova_stealth.exception.UnknownPlugin: listing installed ones
     """
-    return plugins.plugin_class(NAMESPACE, name, 'chaff schedule')(
-        level, **kwargs)
+    return plugins.plugin_class(
+        plugins.CHAFF_SCHEDULES, name, 'chaff schedule')(level, **kwargs)

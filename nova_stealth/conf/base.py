@@ -13,7 +13,6 @@
 
 from oslo_config import cfg
 
-from nova_stealth import backends
 from nova_stealth import plugins
 
 GROUP = 'stealth'
@@ -86,4 +85,4 @@ def validate(group):
 
     :raises nova_stealth.exception.InvalidOption: naming the bad option
     """
-    plugins.check_option(group, 'backend', backends.NAMESPACE, 'backends')
+    plugins.check_option(group, 'backend', plugins.BACKENDS, 'backends')

@@ -16,7 +16,6 @@ import ipaddress
 from oslo_config import cfg
 from oslo_config import types
 
-from nova_stealth.chaff import schedules
 from nova_stealth.conf import base
 from nova_stealth.conf import ports
 from nova_stealth import exception
@@ -102,7 +101,7 @@ def validate(group):
 
     :raises nova_stealth.exception.InvalidOption: naming the bad option
     """
-    plugins.check_option(group, 'chaff_schedule', schedules.NAMESPACE,
+    plugins.check_option(group, 'chaff_schedule', plugins.CHAFF_SCHEDULES,
                          'chaff schedules')
     for name in ('chaff_lead_seconds', 'chaff_tail_seconds'):
         value = group[name]

@@ -21,7 +21,6 @@ from oslo_config import types
 from nova_stealth.conf import base
 from nova_stealth import exception
 from nova_stealth import plugins
-from nova_stealth import policy as rate_policies
 
 FACTOR = types.Float(min=0.0)
 
@@ -164,7 +163,7 @@ def validate(group):
     :raises nova_stealth.exception.InvalidOption: naming the first option
         that breaks a rule
     """
-    plugins.check_option(group, 'rate_policy', rate_policies.NAMESPACE,
+    plugins.check_option(group, 'rate_policy', plugins.RATE_POLICIES,
                          'rate policies')
     if group.min_rate >= group.max_rate:
         raise exception.InvalidOption(

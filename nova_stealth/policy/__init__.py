@@ -17,12 +17,10 @@ namespace; each is a :class:`nova_stealth.policy.base.RatePolicy`.
 
 from nova_stealth import plugins
 
-NAMESPACE = 'nova_stealth.rate_policies'
-
 
 def installed_policies():
     """Return the sorted names of the installed rate policies."""
-    return plugins.installed(NAMESPACE)
+    return plugins.installed(plugins.RATE_POLICIES)
 
 
 def policy_class(name):
@@ -30,7 +28,7 @@ def policy_class(name):
 
     :raises nova_stealth.exception.UnknownPlugin: listing the installed ones
     """
-    return plugins.plugin_class(NAMESPACE, name, 'rate policy')
+    return plugins.plugin_class(plugins.RATE_POLICIES, name, 'rate policy')
 
 
 def load(name, group, seed=None):

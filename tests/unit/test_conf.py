@@ -11,6 +11,9 @@
 # under the License.
 """Every [stealth] option's bounds and every rule between options."""
 
+import subprocess
+import sys
+
 from oslo_config import cfg
 import pytest
 
@@ -171,3 +174,24 @@ def test_load_group_applies_overrides_and_validates():
     assert (group.min_rate, group.max_rate) == (2.0, 8.0)
     with pytest.raises(exception.InvalidOption, match='min_rate'):
         stealth_conf.load_group(min_rate=9.0, max_rate=8.0)
+
+
+def test_conf_imports_nothing_but_oslo_config_and_its_own_leaves():
+    # A fresh interpreter: this one has imported the whole package already.
+    # The namespaces of the plugins live in nova_stealth.plugins so that
+    # nova.conf's options can be loaded without the plugins (and numpy).
+    script = (
+        'import sys\n'
+        'from oslo_config import cfg\n'
+        'before = set(sys.modules)\n'
+        'import nova_stealth.conf\n'
+        'print("\\n".join(sorted(set(sys.modules) - before)))\n')
+    loaded = subprocess.run([sys.executable, '-c', script], check=True,
+                            capture_output=True, text=True).stdout.split()
+    ours = {'nova_stealth', 'nova_stealth.exception', 'nova_stealth.plugins'}
+    foreign = [name for name in loaded
+               if name not in ours
+               and not name.startswith('nova_stealth.conf')
+               and name.split('.')[0] not in sys.stdlib_module_names]
+    assert 'nova_stealth.conf.chaff' in loaded
+    assert foreign == []
