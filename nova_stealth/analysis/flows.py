@@ -275,15 +275,18 @@ class FlowTable(object):
         return sorted(result, key=lambda f: f.key)
 
 
-def read_flows(paths, options=None, tolerant=False, progress=None):
+def read_flows(paths, options=None, tolerant=False, progress=None,
+               chunk_bytes=capture.CHUNK_BYTES):
     """Read captures and return their flows' features.
 
     :param paths: capture files, read in order into one flow table
     :param progress: called with (bytes read, total bytes) as reading goes
+    :param chunk_bytes: how much of a file the reader parses at a time
     :returns: (flows, readers) - readers say what each file held
     """
     table = FlowTable(options)
-    readers = [capture.CaptureReader(path, tolerant=tolerant)
+    readers = [capture.CaptureReader(path, tolerant=tolerant,
+                                     chunk_bytes=chunk_bytes)
                for path in paths]
     total = sum(reader.size for reader in readers)
     done = 0

@@ -63,21 +63,53 @@ def test_packet_counts_of_real_captures(name, count):
     assert packets == count
 
 
-def test_small_chunks_read_the_same_as_large(tmp_path):
-    path = TRACES / 'ndpi' / 'netflix.pcap'
+NETFLIX = TRACES / 'ndpi' / 'netflix.pcap'
 
-    def signature(chunk):
-        fl, _ = flow_lib.read_flows([str(path)], flow_lib.FlowOptions(
-            min_packets=1, tcp_only=False))
-        return [(str(f.key), f.packets, f.bytes, f.first_ns) for f in fl]
 
-    small = capture.CHUNK_BYTES
-    try:
-        capture.CHUNK_BYTES = 4096
-        first = signature(4096)
-    finally:
-        capture.CHUNK_BYTES = small
-    assert first == signature(small)
+def _signature(path, chunk_bytes):
+    found, readers = flow_lib.read_flows(
+        [str(path)], flow_lib.FlowOptions(min_packets=1, tcp_only=False),
+        chunk_bytes=chunk_bytes)
+    assert readers[0].chunk_bytes == chunk_bytes
+    return readers[0].packets, [
+        (str(f.key), f.packets, f.bytes, f.first_ns, f.last_ns,
+         f.burst_starts.tolist()) for f in found]
+
+
+def _largest_record(path):
+    if str(path).endswith('.pcapng'):
+        data = path.read_bytes()
+        lengths, position = [], 0
+        while position < len(data):
+            lengths.append(struct.unpack_from('<I', data, position + 4)[0])
+            position += lengths[-1]
+        return max(lengths)
+    order, offsets = record_offsets(path)
+    return max(b - a for a, b in zip(offsets, offsets[1:]))
+
+
+@pytest.fixture(scope='module')
+def netflix_pcapng(tmp_path_factory):
+    path = tmp_path_factory.mktemp('chunks') / 'netflix.pcapng'
+    captures.pcap_to_pcapng(NETFLIX, str(path))
+    return path
+
+
+@pytest.mark.parametrize('kind', ['pcap', 'pcapng'])
+def test_small_chunks_read_the_same_as_large(kind, netflix_pcapng):
+    """Records that straddle chunks are carried over whole.
+
+    Chunks smaller than one record (every record straddles), about one
+    record, a few records and the whole file all give the same flows.
+    """
+    path = NETFLIX if kind == 'pcap' else netflix_pcapng
+    record = _largest_record(path)
+    assert record > 1000
+    whole = _signature(path, capture.CHUNK_BYTES)
+    assert whole[0] > 1000
+    for chunk in (7, record // 3, record - 1, record, record + 1,
+                  3 * record + 5, 65536):
+        assert _signature(path, chunk) == whole, chunk
 
 
 def test_truncated_pcap_names_the_last_record(tmp_path):
