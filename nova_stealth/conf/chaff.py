@@ -74,7 +74,13 @@ migration, fill in under it, fall after it) or ``constant`` (a baseline).
         type=ports.PortRange(),
         default='61500-61503',
         help="""
-Ports, LOW-HIGH, the chaff responder of every compute node listens on.
+Ports, LOW-HIGH, the chaff responder of every compute node listens on. They
+must not overlap migration_port_ranges: the chaff's shaping filter matches
+first, so a migration on one of these ports would be shaped as chaff.
+
+Related options:
+
+* migration_port_ranges
 """),
     cfg.ListOpt(
         'chaff_peer_networks',
@@ -113,6 +119,14 @@ def validate(group):
         raise exception.InvalidOption(
             option='chaff_ports', value=ports.format_range(group.chaff_ports),
             reason='a range is written LOW-HIGH with LOW <= HIGH')
+    for migration_ports in group.migration_port_ranges:
+        if ports.overlap(migration_ports, group.chaff_ports):
+            raise exception.InvalidOption(
+                option='migration_port_ranges',
+                value=ports.format_range(migration_ports),
+                reason='overlaps chaff_ports %s, whose shaping filter '
+                       'matches first; choose ranges apart' %
+                       ports.format_range(group.chaff_ports))
     for network in group.chaff_peer_networks:
         try:
             ipaddress.ip_network(network)

@@ -44,13 +44,19 @@ ports_opts = [
     cfg.ListOpt(
         'migration_port_ranges',
         item_type=PortRange(),
-        default=['61000-64999'],
+        default=['62000-64999'],
         help="""
 Port ranges, as LOW-HIGH (inclusive), from which the data port of each
 incoming migration is drawn at random. They must not overlap libvirt's
-well-known range 49152-49215 (see allow_libvirt_port_range) and should not
-overlap the kernel's ephemeral range (net.ipv4.ip_local_port_range), nor any
-port a service on this host listens on.
+well-known range 49152-49215 (see allow_libvirt_port_range) nor chaff_ports
+(traffic to those is shaped as chaff), and should not overlap the kernel's
+ephemeral range (net.ipv4.ip_local_port_range), nor any port a service on
+this host listens on.
+
+Related options:
+
+* chaff_ports
+* allow_libvirt_port_range
 """),
     cfg.IntOpt(
         'port_lease_seconds',
@@ -87,6 +93,11 @@ def format_range(ports):
     return '%d-%d' % (ports.start, ports.stop - ports.step)
 
 
+def overlap(first, second):
+    """True when two ascending ranges share a port."""
+    return first.start < second.stop and second.start < first.stop
+
+
 def validate(group):
     """Check that every port range is usable and avoids libvirt's range.
 
@@ -102,9 +113,8 @@ def validate(group):
             raise exception.InvalidOption(
                 option='migration_port_ranges', value=format_range(ports),
                 reason='a range is written LOW-HIGH with LOW <= HIGH')
-        overlap = (ports.start < LIBVIRT_MIGRATION_PORTS.stop and
-                   LIBVIRT_MIGRATION_PORTS.start < ports.stop)
-        if overlap and not group.allow_libvirt_port_range:
+        if (overlap(ports, LIBVIRT_MIGRATION_PORTS) and
+                not group.allow_libvirt_port_range):
             raise exception.InvalidOption(
                 option='migration_port_ranges', value=format_range(ports),
                 reason='overlaps libvirt\'s migration ports 49152-49215; '

@@ -66,12 +66,15 @@ class PortLeases(object):
     :param ranges: range objects of allowed ports
     :param lease_seconds: how long a lease lasts unless renewed
     :param clock: seconds since the epoch (tests pass their own)
+    :param excluded: ports never leased even when in ``ranges``: the chaff
+        ports, whose shaping filter matches before any migration's
     """
 
     def __init__(self, state_dir, ranges, lease_seconds=21600,
-                 clock=time.time, rng=None):
+                 clock=time.time, rng=None, excluded=()):
         self.state_dir = state_dir
         self.ranges = [r for r in ranges if len(r)]
+        self.excluded = frozenset(excluded)
         self.lease_seconds = lease_seconds
         self.clock = clock
         self.rng = rng or random.SystemRandom()
@@ -81,7 +84,7 @@ class PortLeases(object):
     def from_conf(cls, group):
         """Build from the loaded [stealth] group."""
         return cls(group.state_dir, group.migration_port_ranges,
-                   group.port_lease_seconds)
+                   group.port_lease_seconds, excluded=group.chaff_ports)
 
     @contextlib.contextmanager
     def _locked(self):
@@ -129,7 +132,7 @@ class PortLeases(object):
                 return leases[owner]['port']
             taken = {lease['port'] for lease in leases.values()}
             free = [port for ports in self.ranges for port in ports
-                    if port not in taken]
+                    if port not in taken and port not in self.excluded]
             self.rng.shuffle(free)
             bound = 0
             for port in free:

@@ -65,7 +65,8 @@ class StealthNode(object):
                                               state_dir=self.state_dir)
         self.leases = leases_lib.PortLeases(
             self.state_dir, group.migration_port_ranges,
-            group.port_lease_seconds, clock=clock)
+            group.port_lease_seconds, clock=clock,
+            excluded=group.chaff_ports)
         self.outgoing = {}
         self._seen_incoming = set()
         self._lock = threading.Lock()

@@ -38,7 +38,7 @@ from nova_stealth.shaping import tree
 from nova_stealth.virt import node
 from tests.functional_nova import conftest
 
-PORT_RANGE = range(61000, 65000)
+PORT_RANGE = range(62000, 65000)
 CHAFF_PORTS = range(61500, 61504)
 
 

@@ -80,6 +80,12 @@ BROKEN_RULES = [
      'migration_port_ranges', 'overlaps libvirt'),
     ({'migration_port_ranges': ''}, 'migration_port_ranges',
      'at least one range'),
+    # The defaults of old: the chaff filter would take a migration's port.
+    ({'migration_port_ranges': '61000-64999'}, 'migration_port_ranges',
+     'overlaps chaff_ports 61500-61503'),
+    ({'migration_port_ranges': '61000-61100,62000-62999',
+      'chaff_ports': '62999-63002'}, 'migration_port_ranges',
+     'overlaps chaff_ports 62999-63002'),
     ({'rate_policy': 'buflo'}, 'rate_policy', 'constant, paper'),
     ({'chaff_schedule': 'steps'}, 'chaff_schedule', 'constant, ramp'),
     ({'chaff_lead_seconds': '9,3'}, 'chaff_lead_seconds', 'low <= high'),
@@ -103,7 +109,13 @@ def test_defaults_are_valid(write_conf):
     assert group.strong_increase_factor_range == [1.4, 1.9]
     assert group.decrease_factor_range == [0.8, 1.0]
     assert group.strong_decrease_factor_range == [0.1, 0.8]
-    assert group.migration_port_ranges == [range(61000, 65000)]
+    assert group.migration_port_ranges == [range(62000, 65000)]
+    assert not set(group.chaff_ports) & set(group.migration_port_ranges[0])
+
+
+def test_ranges_that_touch_the_chaff_ports_only_at_the_edges(write_conf):
+    conf = write_conf(migration_port_ranges='61000-61499,61504-61999')
+    stealth_conf.validate(conf)
 
 
 @pytest.mark.parametrize('option,value', OUT_OF_BOUNDS)

@@ -15,6 +15,8 @@ import pytest
 
 from nova_stealth.backends import recording
 from nova_stealth import conf
+from nova_stealth import exception
+from nova_stealth.ports import leases as leases_lib
 from nova_stealth.virt import node as node_lib
 
 
@@ -33,6 +35,21 @@ def test_state_lives_in_a_directory_per_host(node, tmp_path):
     assert node.state_dir == str(tmp_path / 'unit-host')
     assert node.lease('vm-1') in range(61000, 61010)
     assert (tmp_path / 'unit-host' / 'port-leases.json').exists()
+
+
+def test_chaff_ports_are_never_leased(tmp_path, write_conf):
+    # Not validated (validation refuses the overlap): the leases hold on
+    # their own that a migration never gets a port of the chaff's class.
+    group = write_conf(state_dir=str(tmp_path), backend='recording',
+                       migration_port_ranges='61500-61504',
+                       chaff_ports='61500-61503').stealth
+    node = node_lib.StealthNode(group, 'unit-host')
+    assert node.lease('vm-1') == 61504
+    with pytest.raises(exception.PortsExhausted):
+        node.lease('vm-2')
+    pool = leases_lib.PortLeases.from_conf(group)
+    assert pool.allocate('vm-3') == 61504
+    recording.RecordingBackend.forget_hosts()
 
 
 def test_lease_of_an_incoming_domain_that_came_and_went(node):
