@@ -113,7 +113,7 @@ def inner(args):
         loop.stop()
         cpu = cpu_seconds(children) - cpu_before
         wall = time.monotonic() - wall_before
-        report = loop.report()
+        report = dict(loop.report(), **loop.trace())
         if report['error']:
             raise RuntimeError(report['error'])
         return report, cpu / wall

@@ -74,7 +74,7 @@ class KernelBackend(object, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def stop_modulator(self, modulator_id):
-        """Stop a modulator and return its report (None if unknown)."""
+        """Stop a modulator and return its summary (None if unknown)."""
 
     @abc.abstractmethod
     def modulator_rates(self, modulator_id):
@@ -82,7 +82,11 @@ class KernelBackend(object, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def modulator_report(self, modulator_id):
-        """Return a running modulator's report, None if unknown."""
+        """Return a running modulator's summary, None if unknown."""
+
+    @abc.abstractmethod
+    def modulator_trace(self, modulator_id):
+        """Return a running modulator's last ticks, None if unknown."""
 
     @abc.abstractmethod
     def chaff_sender(self, peers, schedule, **kwargs):

@@ -39,6 +39,7 @@ class Pyroute2Backend(base.KernelBackend):
     stop_modulator = staticmethod(tc.stop_modulator)
     modulator_rates = staticmethod(tc.modulator_rates)
     modulator_report = staticmethod(tc.modulator_report)
+    modulator_trace = staticmethod(tc.modulator_trace)
 
     def __init__(self, host=None, socket_factory=socket.socket):
         self.host = host

@@ -193,7 +193,7 @@ class RecordingBackend(base.KernelBackend):
             return 0
 
         modulator = modulator_lib.Modulator(policy, apply_rate, tick_s,
-                                            ramp_s)
+                                            ramp_s, policy_name=policy_name)
         with self.lock:
             modulator_id = 'recorded-modulator-%d' % next(self._ids)
             self.modulators[modulator_id] = modulator
@@ -217,6 +217,10 @@ class RecordingBackend(base.KernelBackend):
     def modulator_report(self, modulator_id):
         modulator = self.modulators.get(modulator_id)
         return None if modulator is None else modulator.report()
+
+    def modulator_trace(self, modulator_id):
+        modulator = self.modulators.get(modulator_id)
+        return None if modulator is None else modulator.trace()
 
     # Chaff ---------------------------------------------------------------
 

@@ -47,6 +47,10 @@ DRAIN_TIMEOUT = 10.0
 SETTLE_SECONDS = 0.3
 
 
+def _figure(value):
+    return 'n/a' if value is None else '%.3g' % value
+
+
 def expected_rates(policy_name, policy_kwargs, seed=None):
     """The policy run ahead: its mean rates per 100 ms, in bytes/s."""
     policy = rate_policies.policy_class(policy_name)(seed=seed,
@@ -226,8 +230,25 @@ class SourceSession(object):
 
     def _remove_shaping(self):
         if not self._closed:
-            self.shaper.remove(self.migration_id)
             self._closed = True
+            self._log_summary()
+            self.shaper.remove(self.migration_id)
+
+    def _log_summary(self):
+        # The one line an operator reads to know how a migration was hidden.
+        report = self.report or {}
+        chaff = self.chaff
+        LOG.info(
+            'Migration %s shaping summary: policy %s, %s ticks (%s late, '
+            '%s skipped), mean rate %s MiB/s, CV of rates %s, %s bytes sent '
+            'in the class, chaff %d bytes%s, modulator error: %s',
+            self.migration_id, report.get('policy', self.group.rate_policy),
+            report.get('ticks', 0), report.get('late', 0),
+            report.get('skipped', 0), _figure(report.get('mean_rate')),
+            _figure(report.get('cv_rate')), report.get('bytes_sent'),
+            self.chaff_bytes,
+            ' (budget spent)' if chaff and chaff.sent >= chaff.budget else '',
+            report.get('error'))
 
     def _finish_tail(self):
         try:

@@ -20,10 +20,17 @@ node; a test or the testbed starts it inside a namespace through the
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
+#: Seconds a call into the daemon may take before the caller gives up
+#: with ``oslo_privsep.comm.PrivsepTimeout``: the slowest entrypoint (a
+#: modulator's stop, which waits at most 5 s for its tick) is far below
+#: it, and without it a lost reply would hang nova-compute for good.
+TIMEOUT_SECONDS = 60.0
+
 #: Changing qdiscs, classes and filters needs CAP_NET_ADMIN and nothing else.
 net_admin = priv_context.PrivContext(
     'nova_stealth',
     cfg_section='nova_stealth_privileged',
     pypath=__name__ + '.net_admin',
     capabilities=[caps.CAP_NET_ADMIN],
+    timeout=TIMEOUT_SECONDS,
 )

@@ -196,7 +196,10 @@ def start_modulator(ifindex, handle, parent, mtu, policy_name,
 
 @privileged.net_admin.entrypoint
 def stop_modulator(modulator_id):
-    """Stop a modulator; return its report. The class keeps its last rate."""
+    """Stop a modulator; return its summary. The class keeps its last rate.
+
+    The summary's size does not grow with the migration's length.
+    """
     modulator = _MODULATORS.pop(modulator_id, None)
     if modulator is None:
         return None
@@ -219,6 +222,13 @@ def modulator_rates(modulator_id):
 
 @privileged.net_admin.entrypoint
 def modulator_report(modulator_id):
-    """Return the report of a running modulator, None if there is none."""
+    """Return the summary of a running modulator, None if there is none."""
     modulator = _MODULATORS.get(modulator_id)
     return None if modulator is None else modulator.report()
+
+
+@privileged.net_admin.entrypoint
+def modulator_trace(modulator_id):
+    """Return a running modulator's last ticks (a bounded ring), or None."""
+    modulator = _MODULATORS.get(modulator_id)
+    return None if modulator is None else modulator.trace()

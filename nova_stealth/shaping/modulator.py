@@ -16,9 +16,15 @@ in place (never delete-then-add, which would open an unshaped window), then
 records the rate it set and the bytes the class had sent. Deadlines are
 computed from the start time, so sleeping late on one tick does not shift
 the next ones; ticks missed entirely are counted and skipped.
+
+What it keeps is bounded whatever the migration's length: running totals
+for the summary that ends a migration (:meth:`Modulator.report`), and the
+last :data:`TRACE_RECORDS` ticks in a ring (:meth:`Modulator.trace`). Both
+cross the privsep channel, whose messages may not exceed 100 MiB.
 """
 
 import array
+import math
 import threading
 import time
 
@@ -26,8 +32,46 @@ from nova_stealth import policy as rate_policies
 from nova_stealth.privileged import rtnl
 from nova_stealth.shaping import tree
 
-#: A day of 10 ms ticks; past that the oldest records are dropped.
-MAX_RECORDS = 8640000
+#: Ticks kept in the trace ring: five minutes at 10 ms, about 1.4 MB when
+#: sent over the privsep channel.
+TRACE_RECORDS = 30000
+#: A tick whose rate came into force more than this fraction of a tick
+#: after its deadline counts as late.
+LATE_FRACTION = 0.5
+_SERIES = ('times', 'lateness', 'applied', 'rates', 'sent')
+
+
+class TraceRing(object):
+    """The last ``capacity`` ticks, one float per series and tick."""
+
+    def __init__(self, capacity=TRACE_RECORDS):
+        self.capacity = capacity
+        self.count = 0
+        self.series = {name: array.array('d', bytes(8 * capacity))
+                       for name in _SERIES}
+
+    def __len__(self):
+        return min(self.count, self.capacity)
+
+    def append(self, **values):
+        """Record one tick; the oldest goes once the ring is full."""
+        index = self.count % self.capacity
+        for name, value in values.items():
+            self.series[name][index] = value
+        self.count += 1
+
+    def last(self, name, back=0):
+        """The value of ``name`` ``back`` ticks before the newest."""
+        if back >= len(self):
+            raise IndexError('the ring holds %d ticks' % len(self))
+        return self.series[name][(self.count - 1 - back) % self.capacity]
+
+    def lists(self):
+        """``{series: [oldest ... newest]}`` as plain lists."""
+        start = self.count % self.capacity if (
+            self.count > self.capacity) else 0
+        return {name: (values[start:len(self)] + values[:start]).tolist()
+                for name, values in self.series.items()}
 
 
 class Modulator(object):
@@ -40,24 +84,31 @@ class Modulator(object):
     :param ramp_s: seconds over which the rate may rise at most from the
         policy's start rate to its maximum, geometrically (0: no ramp); the
         chaff fills in the rest, so the migration's start is no step
+    :param trace_records: ticks kept in the trace ring
+    :param policy_name: the policy's plugin name, for the summary
     """
 
     def __init__(self, policy, apply_rate, tick_s, ramp_s=0.0,
-                 clock=time.monotonic, sleep=time.sleep):
+                 clock=time.monotonic, sleep=time.sleep,
+                 trace_records=TRACE_RECORDS, policy_name=None):
         self.policy = policy
+        self.policy_name = policy_name or type(policy).__name__
         self.apply_rate = apply_rate
         self.tick_s = tick_s
         self.ramp_s = ramp_s
         self.clock = clock
         self.sleep = sleep
-        self.times = array.array('d')
-        self.lateness = array.array('d')
-        self.applied = array.array('d')
-        self.rates = array.array('d')
-        self.sent = array.array('d')
+        self.ring = TraceRing(trace_records)
         self.skipped = 0
+        self.late = 0
         self.error = None
         self.last_rate = policy.start_rate
+        # Welford's running mean and sum of squared deviations of the
+        # rates set, so the summary needs no history.
+        self._mean = 0.0
+        self._m2 = 0.0
+        self._first_sent = None
+        self._last_sent = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name='nova-stealth-modulator')
@@ -77,6 +128,11 @@ class Modulator(object):
         """True while the loop runs."""
         return self._thread.is_alive()
 
+    @property
+    def ticks(self):
+        """Ticks run since the start."""
+        return self.ring.count
+
     def ceiling(self, elapsed):
         """The most the rate may be, ``elapsed`` seconds after the start."""
         if elapsed >= self.ramp_s:
@@ -89,25 +145,32 @@ class Modulator(object):
 
         None until the kernel has reported the byte counter that long.
         """
-        count = len(self.sent)
-        if count <= ticks or self.sent[count - 1] < 0 or (
-                self.sent[count - 1 - ticks] < 0):
+        ring = self.ring
+        if len(ring) <= ticks:
             return None
-        return ((self.sent[count - 1] - self.sent[count - 1 - ticks]) /
-                (self.times[count - 1] - self.times[count - 1 - ticks]))
+        newest, oldest = ring.last('sent'), ring.last('sent', ticks)
+        if newest < 0 or oldest < 0:
+            return None
+        return (newest - oldest) / (ring.last('times') -
+                                    ring.last('times', ticks))
 
     def _record(self, started, deadline, now, rate, sent):
         # Called right after the change: ``applied`` is how long after its
         # deadline the new rate was in force.
-        if len(self.times) >= MAX_RECORDS:
-            for series in (self.times, self.lateness, self.applied,
-                           self.rates, self.sent):
-                del series[:len(series) // 2]
-        self.times.append(deadline - started)
-        self.lateness.append(now - deadline)
-        self.applied.append(self.clock() - deadline)
-        self.rates.append(rate)
-        self.sent.append(-1.0 if sent is None else float(sent))
+        applied = self.clock() - deadline
+        if applied > LATE_FRACTION * self.tick_s:
+            self.late += 1
+        count = self.ring.count + 1
+        delta = rate - self._mean
+        self._mean += delta / count
+        self._m2 += delta * (rate - self._mean)
+        if sent is not None:
+            if self._first_sent is None:
+                self._first_sent = sent
+            self._last_sent = sent
+        self.ring.append(times=deadline - started, lateness=now - deadline,
+                         applied=applied, rates=rate,
+                         sent=-1.0 if sent is None else float(sent))
 
     def _run(self):
         started = self.clock()
@@ -135,24 +198,45 @@ class Modulator(object):
                 tick += behind
 
     def report(self):
-        """Return what the loop did, as plain lists (rates in MiB/s).
+        """Return a summary of what the loop did, of bounded size.
 
-        ``times`` are the deadlines since start, ``lateness`` how late
-        each tick ran, ``rates`` the rates set and ``sent`` the class's
-        byte counter after each change (-1 where the kernel gave none).
+        ``ticks`` run, ``late`` (in force more than half a tick after their
+        deadline) and ``skipped`` (deadlines missed entirely), the mean rate
+        set and the coefficient of variation of the rates (MiB/s), the bytes
+        the class sent while modulated (None if the kernel never said), and
+        the error that stopped the loop, if any.
         """
+        ticks = self.ring.count
+        mean = self._mean if ticks else None
+        cv = None
+        if ticks > 1 and self._mean > 0:
+            cv = math.sqrt(self._m2 / (ticks - 1)) / self._mean
+        sent = None
+        if self._first_sent is not None:
+            sent = int(self._last_sent - self._first_sent)
         return {
             'running': self.running,
             'error': self.error,
+            'policy': self.policy_name,
             'tick_s': self.tick_s,
+            'ticks': ticks,
+            'late': self.late,
             'skipped': self.skipped,
             'last_rate': self.last_rate,
-            'times': self.times.tolist(),
-            'lateness': self.lateness.tolist(),
-            'applied': self.applied.tolist(),
-            'rates': self.rates.tolist(),
-            'sent': self.sent.tolist(),
+            'mean_rate': mean,
+            'cv_rate': cv,
+            'bytes_sent': sent,
         }
+
+    def trace(self):
+        """Return the last ticks (at most ``trace_records``), oldest first.
+
+        ``times`` are the deadlines since start, ``lateness`` how late
+        each tick ran, ``applied`` how late its rate was in force,
+        ``rates`` the rates set (MiB/s) and ``sent`` the class's byte
+        counter after each change (-1 where the kernel gave none).
+        """
+        return self.ring.lists()
 
 
 class ClassModulator(Modulator):
@@ -173,7 +257,8 @@ class ClassModulator(Modulator):
             return self.socket.change_htb_class(ifindex, handle, parent,
                                                 options)
 
-        super().__init__(policy, apply_rate, tick_s, ramp_s)
+        super().__init__(policy, apply_rate, tick_s, ramp_s,
+                         policy_name=policy_name)
 
     def _run(self):
         try:

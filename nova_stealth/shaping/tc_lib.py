@@ -195,7 +195,7 @@ class Shaper(object):
             policy_kwargs, seed, tick_s, ramp_s)
 
     def stop_modulator(self, modulator_id):
-        """Stop a modulator and return its report (None if unknown)."""
+        """Stop a modulator and return its summary (None if unknown)."""
         return self.kernel.stop_modulator(modulator_id)
 
     def modulator_rates(self, modulator_id):
@@ -206,8 +206,15 @@ class Shaper(object):
         return self.kernel.modulator_rates(modulator_id)
 
     def modulator_report(self, modulator_id):
-        """Return a running modulator's report so far."""
+        """Return a running modulator's summary so far."""
         return self.kernel.modulator_report(modulator_id)
+
+    def modulator_trace(self, modulator_id):
+        """Return a running modulator's last ticks, oldest first.
+
+        At most :data:`nova_stealth.shaping.modulator.TRACE_RECORDS`.
+        """
+        return self.kernel.modulator_trace(modulator_id)
 
     def _tree_record(self, ifname):
         """Return the device's record, building the tree if it is not up."""

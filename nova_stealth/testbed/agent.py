@@ -77,9 +77,8 @@ def main(argv=None):
             'chaff_bytes': session.chaff_bytes,
             'tail_s': session.chaff.schedule.tail if session.chaff else 0.0,
             'modulator_error': report.get('error'),
-            'ticks': len(report.get('rates', ())),
-            'mean_rate_mib_s': (sum(report['rates']) / len(report['rates'])
-                                if report.get('rates') else None),
+            'ticks': report.get('ticks', 0),
+            'mean_rate_mib_s': report.get('mean_rate'),
         }), flush=True)
     finally:
         session.abort()

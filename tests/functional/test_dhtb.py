@@ -96,16 +96,19 @@ def test_modulator_changes_show_within_two_ticks(link, shaper):
                                               tick_s=0.01, seed=7)
         time.sleep(3.0)
         running = shaper.modulator_report(modulator_id)
+        trace = shaper.modulator_trace(modulator_id)
         report = shaper.stop_modulator(modulator_id)
     finally:
         sender.close()
         sink.close()
     assert running['running'] and running['error'] is None
     assert report['error'] is None and not report['running']
-    rates = np.array(report['rates'])
-    sent = np.array(report['sent'])
-    assert 250 <= len(rates) <= 330
+    assert report['policy'] == 'paper' and report['bytes_sent'] > 0
+    rates = np.array(trace['rates'])
+    sent = np.array(trace['sent'])
+    assert 250 <= len(rates) <= report['ticks'] <= 330
     assert len(set(rates)) > 20
+    assert report['mean_rate'] == pytest.approx(rates.mean(), rel=0.1)
     measured = np.diff(sent) / report['tick_s'] / tree.MIB
     correlations = [np.corrcoef(rates[:len(measured) - lag],
                                 measured[lag:])[0, 1] for lag in range(6)]

@@ -101,12 +101,13 @@ def test_modulator_changes_the_recorded_class(kernel, tmp_path):
         {'min_rate': 1.0, 'max_rate': 16.0, 'start_rate': 3.0}, 0.01)
     try:
         deadline = time.monotonic() + 5
-        while kernel.modulator_report(modulator)['applied'] == [] and (
+        while kernel.modulator_report(modulator)['ticks'] == 0 and (
                 time.monotonic() < deadline):
             time.sleep(0.01)
     finally:
         report = shaper.stop_modulator(modulator)
-    assert report['rates'] and report['error'] is None
+    assert report['ticks'] and report['error'] is None
+    assert report['policy'] == 'constant'
     after = kernel.installed()[2]['classes'][session['classid']]
     assert after != before
     assert after.endswith(rtnl.htb_class_options(

@@ -11,8 +11,10 @@
 # under the License.
 """The modulator's loop, on a clock the test controls."""
 
+import statistics
 import threading
 
+import msgpack
 import pytest
 
 from nova_stealth.policy import constant
@@ -52,7 +54,7 @@ def run_until(loop, ticks):
 
     def counting(rate):
         sent = apply_rate(rate)
-        if len(loop.rates) + 1 >= ticks:
+        if loop.ticks + 1 >= ticks:
             loop._stopping.set()
             done.set()
         return sent
@@ -61,7 +63,7 @@ def run_until(loop, ticks):
     loop.start()
     assert done.wait(5)
     loop.stop()
-    return loop.report()
+    return dict(loop.report(), **loop.trace())
 
 
 def test_deadlines_do_not_drift_when_sleep_overshoots():
@@ -105,7 +107,7 @@ def test_error_stops_the_loop_and_keeps_the_last_rate():
                                clock=fake.clock, sleep=fake.sleep)
     loop.start()
     loop._thread.join(5)
-    report = loop.report()
+    report = dict(loop.report(), **loop.trace())
     assert not report['running']
     assert report['error'] == (
         'FileNotFoundError: [Errno 2] No such file or directory')
@@ -156,3 +158,63 @@ def test_sent_rate_needs_the_kernel_counter():
                                clock=fake.clock, sleep=fake.sleep)
     run_until(loop, 10)
     assert loop.sent_rate() is None
+
+
+def privsep_reply_bytes(value):
+    """Bytes of a privsep reply carrying ``value``, as oslo.privsep packs."""
+    return len(msgpack.packb((0, value), use_bin_type=True))
+
+
+@pytest.mark.parametrize('ticks', [1000, 120000])
+def test_stop_reply_stays_small_however_long_the_migration(ticks):
+    # oslo.privsep drops replies over 100 MiB and with them its reader
+    # thread; the old report grew by 45 bytes a tick, 100 MiB in 6.5 h.
+    fake = FakeTime()
+    loop = modulator.Modulator(SteppedPolicy(), lambda rate: rate, 0.01,
+                               clock=fake.clock, sleep=fake.sleep,
+                               trace_records=5000)
+    run_until(loop, ticks)
+    report = loop.report()
+    assert report['ticks'] == ticks
+    assert privsep_reply_bytes(report) < 1024
+    trace = loop.trace()
+    assert len(trace['rates']) == min(ticks, 5000)
+    assert trace['rates'][-1] == float(ticks)
+    assert privsep_reply_bytes(trace) < 5000 * 5 * 10
+
+
+def test_trace_ring_keeps_the_newest_ticks_in_order():
+    ring = modulator.TraceRing(4)
+    for k in range(10):
+        ring.append(times=k, lateness=0, applied=0, rates=k, sent=k)
+    assert len(ring) == 4 and ring.count == 10
+    assert ring.lists()['rates'] == [6.0, 7.0, 8.0, 9.0]
+    assert ring.last('sent') == 9.0 and ring.last('sent', 3) == 6.0
+    with pytest.raises(IndexError):
+        ring.last('sent', 4)
+
+
+def test_summary_says_what_the_log_line_needs():
+    fake = FakeTime()
+
+    def slow_on_fifth(rate):
+        if rate == tree.mib_to_bytes(5):
+            fake.now += 0.025
+        return rate * 10
+
+    loop = modulator.Modulator(SteppedPolicy(), slow_on_fifth, 0.01,
+                               clock=fake.clock, sleep=fake.sleep,
+                               policy_name='stepped')
+    run_until(loop, 8)
+    report = loop.report()
+    rates = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert report['policy'] == 'stepped'
+    assert report['ticks'] == 8
+    # The fifth tick's change took 25 ms: late, and two deadlines missed.
+    assert report['late'] == 1 and report['skipped'] == 2
+    assert report['mean_rate'] == pytest.approx(statistics.mean(rates))
+    assert report['cv_rate'] == pytest.approx(
+        statistics.stdev(rates) / statistics.mean(rates))
+    assert report['bytes_sent'] == (tree.mib_to_bytes(8) -
+                                    tree.mib_to_bytes(1)) * 10
+    assert report['error'] is None

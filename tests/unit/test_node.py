@@ -11,6 +11,8 @@
 # under the License.
 """One compute service's migrations: StealthNode, on the recording kernel."""
 
+import time
+
 import pytest
 
 from nova_stealth.backends import recording
@@ -74,3 +76,22 @@ def test_sweep_ends_what_an_earlier_run_left(node):
     assert again.sweep() == (['vm-2'], {'vm-1': port})
     assert again.backend.installed() == {}
     assert again.sweep() == ([], {})
+
+
+def test_one_summary_line_per_outgoing_migration(tmp_path, caplog):
+    caplog.set_level('INFO', logger='nova_stealth.engine.source')
+    group = conf.load_group(state_dir=str(tmp_path), backend='recording',
+                            chaff_enabled=False)
+    node = node_lib.StealthNode(group, 'summary-host')
+    node.start_outgoing('vm-3', '198.18.1.2', 61234, 1 << 30)
+    time.sleep(0.1)
+    node.abort_outgoing('vm-3')
+    lines = [r.getMessage() for r in caplog.records
+             if 'shaping summary' in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith('Migration vm-3 shaping summary: policy '
+                               'paper, ')
+    ticks = int(lines[0].split(', ')[1].split()[0])
+    assert ticks > 0
+    assert 'mean rate n/a' not in lines[0]
+    recording.RecordingBackend.forget_hosts()
