@@ -69,8 +69,13 @@ class KernelBackend(object, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def start_modulator(self, ifindex, handle, parent, mtu, policy_name,
-                        policy_kwargs, seed, tick_s, ramp_s=0.0):
-        """Start changing a class's rate every tick; return an id."""
+                        policy_kwargs, seed, tick_s, ramp_s=0.0, *,
+                        modulator_id):
+        """Start changing a class's rate every tick under ``modulator_id``.
+
+        The id is the migration's own, so it means the same migration
+        however often the daemon restarts; returns it.
+        """
 
     @abc.abstractmethod
     def stop_modulator(self, modulator_id):

@@ -21,7 +21,6 @@ connections. What the shaper installs here is what it installs for real.
 
 import collections
 import errno
-import itertools
 import struct
 import threading
 import time
@@ -70,14 +69,13 @@ class RecordingBackend(base.KernelBackend):
                 'devices': dict(devices), 'lock': threading.RLock(),
                 'trees': collections.defaultdict(lambda: {
                     'qdiscs': {}, 'classes': {}, 'filters': {}}),
-                'modulators': {}, 'chaff': [], 'ids': itertools.count(1)})
+                'modulators': {}, 'chaff': []})
         self.host = host
         self.devices = shared['devices']
         self.lock = shared['lock']
         self.trees = shared['trees']
         self.modulators = shared['modulators']
         self.chaff = shared['chaff']
-        self._ids = shared['ids']
 
     @staticmethod
     def forget_hosts():
@@ -179,7 +177,8 @@ class RecordingBackend(base.KernelBackend):
     # Modulators ----------------------------------------------------------
 
     def start_modulator(self, ifindex, handle, parent, mtu, policy_name,
-                        policy_kwargs, seed, tick_s, ramp_s=0.0):
+                        policy_kwargs, seed, tick_s, ramp_s=0.0, *,
+                        modulator_id):
         policy = rate_policies.policy_class(policy_name)(seed=seed,
                                                          **policy_kwargs)
 
@@ -195,7 +194,10 @@ class RecordingBackend(base.KernelBackend):
         modulator = modulator_lib.Modulator(policy, apply_rate, tick_s,
                                             ramp_s, policy_name=policy_name)
         with self.lock:
-            modulator_id = 'recorded-modulator-%d' % next(self._ids)
+            if modulator_id in self.modulators and (
+                    self.modulators[modulator_id].running):
+                raise ValueError('modulator %s is already running' %
+                                 modulator_id)
             self.modulators[modulator_id] = modulator
         modulator.start()
         return modulator_id

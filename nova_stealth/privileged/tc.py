@@ -23,7 +23,7 @@ the modulator's 100 Hz hot path and can replay a dumped tree byte for byte.
 """
 
 import errno
-import itertools
+import re
 import threading
 
 import pyroute2
@@ -36,7 +36,9 @@ TC_H_INGRESS = 0xFFFFFFF1
 _LOCK = threading.Lock()
 _SOCKET = []
 _MODULATORS = {}
-_MODULATOR_IDS = itertools.count(1)
+#: A modulator is named by its migration's id (Nova's migration uuid), so
+#: that a name means the same migration across daemon restarts.
+_MODULATOR_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z')
 
 
 #: Errors that mean "not there" to a delete: the object, or its device.
@@ -183,13 +185,27 @@ def delete_filters(ifindex, parent, prio, protocol):
 
 @privileged.net_admin.entrypoint
 def start_modulator(ifindex, handle, parent, mtu, policy_name,
-                    policy_kwargs, seed, tick_s, ramp_s=0.0):
-    """Start modulating an HTB class; return the modulator's id."""
+                    policy_kwargs, seed, tick_s, ramp_s=0.0, *,
+                    modulator_id):
+    """Start modulating an HTB class under the caller's ``modulator_id``.
+
+    :param modulator_id: the migration's own id, unique across restarts of
+        the daemon; a modulator of that name must not be running
+    :returns: ``modulator_id``
+    """
+    if not isinstance(modulator_id, str) or not _MODULATOR_ID.match(
+            modulator_id):
+        raise ValueError('modulator id %r is not a migration id' %
+                         (modulator_id,))
+    with _LOCK:
+        if modulator_id in _MODULATORS and (
+                _MODULATORS[modulator_id].running):
+            raise ValueError('modulator %s is already running' %
+                             modulator_id)
     modulator = modulator_lib.ClassModulator(
         ifindex, handle, parent, mtu, policy_name, policy_kwargs, seed,
         tick_s, ramp_s)
     modulator.start()
-    modulator_id = 'modulator-%d' % next(_MODULATOR_IDS)
     _MODULATORS[modulator_id] = modulator
     return modulator_id
 

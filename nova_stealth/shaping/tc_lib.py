@@ -187,12 +187,15 @@ class Shaper(object):
 
         :param ramp_s: seconds over which the rate may climb from the
             policy's start rate to its maximum (0: at once)
-        :returns: the modulator's id, for :meth:`stop_modulator`
+        :returns: the modulator's id, for :meth:`stop_modulator`: the
+            session's own, so that a teardown of an older migration cannot
+            stop a newer one's modulator after the daemon restarted
         """
         return self.kernel.start_modulator(
             session['ifindex'], session['classid'],
             tree.handle(tree.PARENT_MINOR), session['mtu'], policy_name,
-            policy_kwargs, seed, tick_s, ramp_s)
+            policy_kwargs, seed, tick_s, ramp_s,
+            modulator_id=session['session_id'])
 
     def stop_modulator(self, modulator_id):
         """Stop a modulator and return its summary (None if unknown)."""

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from nova_stealth import exception
+from nova_stealth import privileged
 from nova_stealth.shaping import state
 from nova_stealth.shaping import tc_lib
 from nova_stealth.shaping import tree
@@ -337,3 +338,21 @@ def test_tree_left_without_a_record_is_replaced(link, shaper):
     assert shown['filter'].count('flowid 5ea1:100') == 1
     shaper.remove('next')
     assert link.tc_show() == before
+
+
+def test_old_teardown_cannot_stop_a_modulator_after_a_restart(link, shaper):
+    old = shaper.install('mig-old', link.DST_V4, 61001, 4.0)
+    old_id = shaper.start_modulator(old, 'paper', PAPER, 0.01)
+    # oslo.privsep starts a new daemon on the next call after its daemon
+    # went away; the new one knows nothing of the old one's modulators.
+    privileged.net_admin.stop()
+    new = shaper.install('mig-new', link.DST_V4, 61002, 4.0)
+    new_id = shaper.start_modulator(new, 'paper', PAPER, 0.01)
+    assert new_id != old_id
+    assert shaper.stop_modulator(old_id) is None
+    assert shaper.modulator_report(new_id)['running']
+    with pytest.raises(Exception, match='already running'):
+        shaper.start_modulator(new, 'paper', PAPER, 0.01)
+    assert shaper.stop_modulator(new_id)['ticks'] > 0
+    shaper.remove('mig-old')
+    shaper.remove('mig-new')
