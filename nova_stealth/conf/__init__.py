@@ -16,6 +16,8 @@ Each area keeps its options in a module of its own with ``register_opts``,
 global configuration object and checks them together.
 """
 
+import math
+
 from oslo_config import cfg
 
 from nova_stealth.conf import base
@@ -49,13 +51,22 @@ def validate(conf):
     for area in AREAS:
         for opt in area.list_opts()[base.stealth_group]:
             try:
-                group[opt.dest]
+                value = group[opt.dest]
             except ValueError as e:
                 raise exception.InvalidOption(
                     option=opt.name, value='in the configuration',
                     reason=e) from e
+            _check_finite(opt.name, value)
     for area in AREAS:
         area.validate(group)
+
+
+def _check_finite(name, value):
+    """Refuse NaN and infinity, which pass every min and max bound."""
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise exception.InvalidOption(
+                option=name, value=value, reason='must be a finite number')
 
 
 def load_group(config_files=(), **overrides):
@@ -71,7 +82,15 @@ def load_group(config_files=(), **overrides):
     conf([arg for path in config_files for arg in ('--config-file', path)],
          default_config_files=[])
     for name, value in overrides.items():
-        conf.set_override(name, value, group=base.GROUP)
+        try:
+            conf.set_override(name, value, group=base.GROUP)
+        except cfg.NoSuchOptError as e:
+            raise exception.InvalidOption(
+                option=name, value=repr(value),
+                reason='no such option in [%s]' % base.GROUP) from e
+        except ValueError as e:
+            raise exception.InvalidOption(
+                option=name, value=repr(value), reason=e) from e
     validate(conf)
     return conf[base.GROUP]
 

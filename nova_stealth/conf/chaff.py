@@ -23,6 +23,31 @@ from nova_stealth import plugins
 
 SECONDS = types.Float(min=0.0, max=600.0)
 
+
+def peer_network(text):
+    """The network, as CIDR text, of ``text``: a network or a host/prefix.
+
+    A host address with a prefix (``198.18.0.10/24``, what devstack's
+    ``$HOST_IP/24`` gives) means the network it is in (``198.18.0.0/24``).
+
+    :raises ValueError: naming the text when it is neither
+    """
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise ValueError('%r is not a network, ADDRESS/PREFIX' % text)
+
+
+class PeerNetwork(types.String):
+    """A network of chaff peers; see :func:`peer_network`."""
+
+    def __init__(self):
+        super().__init__(type_name='network')
+
+    def __call__(self, value):
+        return peer_network(super().__call__(value))
+
+
 chaff_opts = [
     cfg.BoolOpt(
         'chaff_enabled',
@@ -84,10 +109,13 @@ Related options:
 """),
     cfg.ListOpt(
         'chaff_peer_networks',
+        item_type=PeerNetwork(),
         default=[],
         help="""
 Networks (CIDR) whose hosts may open chaff streams to this node's
-responder: the other compute nodes. Empty, the responder serves nobody.
+responder: the other compute nodes. Empty, the responder serves nobody. A
+host address with a prefix, such as 198.18.0.10/24, stands for its network,
+198.18.0.0/24.
 """),
 ]
 
@@ -103,7 +131,7 @@ def list_opts():
 
 
 def validate(group):
-    """Check the chaff schedule, the ranges and the peer networks.
+    """Check the chaff schedule and the ranges.
 
     :raises nova_stealth.exception.InvalidOption: naming the bad option
     """
@@ -127,9 +155,3 @@ def validate(group):
                 reason='overlaps chaff_ports %s, whose shaping filter '
                        'matches first; choose ranges apart' %
                        ports.format_range(group.chaff_ports))
-    for network in group.chaff_peer_networks:
-        try:
-            ipaddress.ip_network(network)
-        except ValueError as e:
-            raise exception.InvalidOption(option='chaff_peer_networks',
-                                          value=repr(network), reason=e)

@@ -20,10 +20,16 @@ from nova_stealth import exception
 #: libvirt's default migration port range (qemu.conf migration_port_min/max),
 #: which an observer knows to watch.
 LIBVIRT_MIGRATION_PORTS = range(49152, 49216)
+#: Lowest port of a range: those below are privileged, and neither an
+#: unprivileged nova-compute (a migration's listener is QEMU's, run as the
+#: libvirt user) nor the chaff responder can listen there.
+LOWEST_PORT = 1024
 
 
 class PortRange(types.Range):
     """A LOW-HIGH port range, inclusive; a lone port N is the range N-N.
+
+    Ports below 1024 are refused (see ``LOWEST_PORT``).
 
     oslo.config returns a range of one port as a descending range; this
     type returns every range of one port ascending, so that a descending
@@ -31,10 +37,16 @@ class PortRange(types.Range):
     """
 
     def __init__(self):
-        super().__init__(min=1, max=65535, type_name='port range')
+        super().__init__(min=LOWEST_PORT, max=65535, type_name='port range')
 
     def __call__(self, value):
-        ports = super().__call__(value)
+        # Parsed without our minimum, to say why low ports are refused.
+        ports = types.Range(min=0, max=self.max)(value)
+        if min(ports[0], ports[-1]) < LOWEST_PORT:
+            raise ValueError(
+                'ports below %d are privileged: nova-compute and the chaff '
+                'responder run unprivileged and cannot listen there' %
+                LOWEST_PORT)
         if len(ports) == 1:
             return range(ports[0], ports[0] + 1)
         return ports

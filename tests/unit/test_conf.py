@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 from oslo_config import cfg
+from oslo_config import types
 import pytest
 
 from nova_stealth import conf as stealth_conf
@@ -92,7 +93,7 @@ BROKEN_RULES = [
     ({'chaff_tail_seconds': '4'}, 'chaff_tail_seconds', 'two numbers'),
     ({'chaff_ports': '61503-61500'}, 'chaff_ports', 'LOW <= HIGH'),
     ({'chaff_peer_networks': '198.18.0.0/15,not-a-net'},
-     'chaff_peer_networks', 'does not appear to be'),
+     'chaff_peer_networks', 'is not a network'),
 ]
 
 
@@ -207,3 +208,89 @@ def test_conf_imports_nothing_but_oslo_config_and_its_own_leaves():
                and name.split('.')[0] not in sys.stdlib_module_names]
     assert 'nova_stealth.conf.chaff' in loaded
     assert foreign == []
+
+
+def float_options():
+    """Names of every option that holds floats, alone or in a list."""
+    names = []
+    for _, group_opts in opts.list_opts():
+        for opt in group_opts:
+            kind = getattr(opt.type, 'item_type', opt.type)
+            if isinstance(kind, types.Float):
+                names.append((opt.name, isinstance(opt.type, types.List)))
+    return names
+
+
+def test_every_float_option_is_checked_for_nan_and_infinity():
+    names = [name for name, _ in float_options()]
+    for name in ('min_rate', 'max_rate', 'start_rate', 'chaff_max_rate',
+                 'chaff_lead_seconds', 'increase_factor_range'):
+        assert name in names
+
+
+@pytest.mark.parametrize('number', ['nan', 'inf', '-inf'])
+@pytest.mark.parametrize('option,is_list', float_options())
+def test_nan_and_infinity_name_their_option(write_conf, option, is_list,
+                                            number):
+    # NaN passes every min and max (each comparison is false), and most
+    # options have no max: both used to reach the rules between options,
+    # which blamed another option (min_rate = nan as a start_rate error)
+    # or let an unlimited class through (max_rate = inf).
+    conf = write_conf(**{option: number + ',1.0' if is_list else number})
+    with pytest.raises(exception.InvalidOption) as raised:
+        stealth_conf.validate(conf)
+    assert '[stealth] %s:' % option in str(raised.value)
+    if number == 'nan':
+        assert 'must be a finite number' in str(raised.value)
+
+
+@pytest.mark.parametrize('option', ['migration_port_ranges', 'chaff_ports'])
+@pytest.mark.parametrize('ports', ['1-1023', '80', '1000-2000'])
+def test_privileged_ports_are_refused(write_conf, option, ports):
+    conf = write_conf(**{option: ports})
+    with pytest.raises(exception.InvalidOption) as raised:
+        stealth_conf.validate(conf)
+    assert '[stealth] %s:' % option in str(raised.value)
+    assert 'below 1024 are privileged' in str(raised.value)
+
+
+def test_first_unprivileged_port_is_allowed(write_conf):
+    conf = write_conf(migration_port_ranges='1024-1100', chaff_ports='1101')
+    stealth_conf.validate(conf)
+
+
+@pytest.mark.parametrize('overrides,reason', [
+    ({'min_rate': 'fast'}, 'could not convert'),
+    ({'chaff_ports': '0-3'}, 'below 1024'),
+    ({'tick_interval_ms': 'often'}, 'invalid literal'),
+    ({'min_rte': 2.0}, 'no such option in [stealth]'),
+])
+def test_load_group_overrides_name_the_option(overrides, reason):
+    with pytest.raises(exception.InvalidOption) as raised:
+        stealth_conf.load_group(**overrides)
+    (option, value), = overrides.items()
+    assert '[stealth] %s:' % option in str(raised.value)
+    assert repr(value) in str(raised.value)
+    assert reason in str(raised.value)
+
+
+@pytest.mark.parametrize('written,network', [
+    ('198.18.0.10/24', '198.18.0.0/24'),
+    ('198.18.0.0/15', '198.18.0.0/15'),
+    ('198.18.3.4', '198.18.3.4/32'),
+    ('2001:db8::10/64', '2001:db8::/64'),
+])
+def test_a_host_address_with_a_prefix_is_its_network(write_conf, written,
+                                                     network):
+    # devstack's default is $HOST_IP/24.
+    conf = write_conf(chaff_peer_networks=written)
+    stealth_conf.validate(conf)
+    assert conf.stealth.chaff_peer_networks == [network]
+
+
+def test_peer_networks_given_as_overrides_are_networks_too():
+    # The responder's --peer-network reaches the group as an override.
+    group = stealth_conf.load_group(chaff_peer_networks=['127.0.0.1/24'])
+    assert group.chaff_peer_networks == ['127.0.0.0/24']
+    with pytest.raises(exception.InvalidOption, match='not a network'):
+        stealth_conf.load_group(chaff_peer_networks=['127.0.0.1/33'])
