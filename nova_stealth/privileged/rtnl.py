@@ -246,12 +246,17 @@ class NetlinkError(OSError):
 
 
 class RtnlSocket(object):
-    """An rtnetlink socket in the caller's network namespace."""
+    """An rtnetlink socket in the caller's network namespace.
 
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
-                                  NETLINK_ROUTE)
-        self.sock.bind((0, 0))
+    :param sock: a datagram socket to use instead (tests)
+    """
+
+    def __init__(self, sock=None):
+        if sock is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                 NETLINK_ROUTE)
+            sock.bind((0, 0))
+        self.sock = sock
         self.seq = 0
 
     def close(self):
@@ -272,6 +277,13 @@ class RtnlSocket(object):
             while offset + NLMSGHDR.size <= len(data):
                 length, msg_type, _flags, msg_seq, _pid = NLMSGHDR.unpack_from(
                     data, offset)
+                if length < NLMSGHDR.size or offset + length > len(data):
+                    # A length that does not cover its own header would
+                    # never move the offset on: the reader would spin.
+                    raise NetlinkError(
+                        errno.EBADMSG, 'malformed netlink message: length '
+                        '%d at offset %d of %d bytes' % (length, offset,
+                                                         len(data)))
                 message = data[offset:offset + length]
                 offset += align(length)
                 if msg_seq != seq:
