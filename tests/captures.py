@@ -84,3 +84,49 @@ def pcap_swap_order(source, path):
     order, linktype, snaplen, ns_per_unit, records = pcap_records(source)
     write_pcap(path, linktype, snaplen, records,
                order='>' if order == '<' else '<', nano=ns_per_unit == 1)
+
+
+def pcapng_block(order, block_type, body, length=None, trailer=None):
+    """One pcapng block; ``length``/``trailer`` override the two lengths."""
+    padded = body + b'\0' * (-len(body) % 4)
+    real = 12 + len(padded)
+    return (struct.pack(order + 'II', block_type,
+                        real if length is None else length) + padded +
+            struct.pack(order + 'I', (real if length is None else length)
+                        if trailer is None else trailer))
+
+
+def pcapng_shb(order='<'):
+    """A section header block (version 1.0, section length unknown)."""
+    return pcapng_block(order, 0x0A0D0D0A, struct.pack(
+        order + 'IHHq', 0x1A2B3C4D, 1, 0, -1))
+
+
+def pcapng_idb(order='<', linktype=101, tsresol=None, snaplen=0):
+    """An interface description block, with if_tsresol if given."""
+    options = b''
+    if tsresol is not None:
+        options = struct.pack(order + 'HHB', 9, 1, tsresol) + b'\0' * 3
+        options += struct.pack(order + 'HH', 0, 0)
+    return pcapng_block(order, 1, struct.pack(order + 'HHI', linktype, 0,
+                                              snaplen) + options)
+
+
+def pcapng_epb(order, units, data, interface=0, caplen=None, wirelen=None,
+               **lengths):
+    """An enhanced packet block; ``caplen`` may lie about ``data``."""
+    return pcapng_block(order, 6, struct.pack(
+        order + 'IIIII', interface, units >> 32, units & 0xFFFFFFFF,
+        len(data) if caplen is None else caplen,
+        len(data) if wirelen is None else wirelen) + data, **lengths)
+
+
+def ipv4_tcp(sport=40000, dport=61000, payload=b'', src=(198, 18, 0, 1),
+             dst=(198, 18, 0, 2), flags=0x18):
+    """A raw IPv4 + TCP packet (no checksums: the reader ignores them)."""
+    total = 40 + len(payload)
+    ip = struct.pack('!BBHHHBBH4B4B', 0x45, 0, total, 0, 0, 64, 6, 0,
+                     *src, *dst)
+    tcp = struct.pack('!HHIIBBHHH', sport, dport, 1, 0, 0x50, flags, 65535,
+                      0, 0)
+    return ip + tcp + payload

@@ -51,6 +51,21 @@ PCAPNG_IDB = 1
 PCAPNG_SPB = 3
 PCAPNG_EPB = 6
 PCAPNG_BOM = 0x1A2B3C4D
+#: pcapng blocks longer than this are taken for corruption (Wireshark's
+#: limit too); a packet's captured length is held to MAX_RECORD.
+MAX_BLOCK = 16 << 20
+#: The shortest block of each type: its fixed fields and both lengths.
+PCAPNG_MIN_LENGTH = {PCAPNG_SHB: 28, PCAPNG_IDB: 20, PCAPNG_SPB: 16,
+                     PCAPNG_EPB: 32}
+#: The finest if_tsresol exponents that uint64 timestamps can use since
+#: 1970 at all (10**19 and 2**63 units a second).
+MAX_DECIMAL_TSRESOL = 19
+MAX_BINARY_TSRESOL = 63
+_PCAPNG_ORDERS = {struct.pack('<I', PCAPNG_BOM): '<',
+                  struct.pack('>I', PCAPNG_BOM): '>'}
+_PCAPNG_STRUCTS = {order: (struct.Struct(order + 'II'),
+                           struct.Struct(order + 'IIII'))
+                   for order in '<>'}
 
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
@@ -317,81 +332,86 @@ class CaptureReader(object):
 
         def scan(buffer, base):
             order = section['order']
+            interfaces = section['interfaces']
+            head, fields = _PCAPNG_STRUCTS[order]
             position, end = 0, len(buffer)
-            packets = []
+            packets, batches = [], []
             bad = None
             while position + 12 <= end:
-                block_type = struct.unpack_from(order + 'I', buffer,
-                                                position)[0]
+                block_type, length = head.unpack_from(buffer, position)
                 if block_type == PCAPNG_SHB:
-                    bom = buffer[position + 8:position + 12]
-                    if bom == struct.pack('<I', PCAPNG_BOM):
-                        order = '<'
-                    elif bom == struct.pack('>I', PCAPNG_BOM):
-                        order = '>'
-                    else:
+                    # The type reads the same in either order; the length
+                    # is in the order of the section it opens.
+                    block_order = _PCAPNG_ORDERS.get(
+                        bytes(buffer[position + 8:position + 12]))
+                    if block_order is None:
                         bad = (base + position, 'bad byte-order magic')
                         break
-                length = struct.unpack_from(order + 'I', buffer,
-                                            position + 4)[0]
-                if length < 12 or length % 4 or length > MAX_RECORD + 64:
-                    bad = (base + position, 'corrupt block length %d'
-                           % length)
+                    length = struct.unpack_from(block_order + 'I', buffer,
+                                                position + 4)[0]
+                else:
+                    block_order = order
+                reason = _block_length_error(block_type, length)
+                if reason:
+                    bad = (base + position, reason)
                     break
                 if position + length > end:
                     break
+                trailer = struct.unpack_from(block_order + 'I', buffer,
+                                             position + length - 4)[0]
+                if trailer != length:
+                    bad = (base + position, 'trailing block length %d does '
+                           'not match the leading %d' % (trailer, length))
+                    break
                 if block_type == PCAPNG_EPB:
-                    interface = struct.unpack_from(order + 'I', buffer,
-                                                   position + 8)[0]
-                    if interface >= len(section['interfaces']):
+                    interface, _high, _low, caplen = fields.unpack_from(
+                        buffer, position + 8)
+                    if interface >= len(interfaces):
                         bad = (base + position,
                                'packet of an undescribed interface')
                         break
+                    if caplen > length - 32 or caplen > MAX_RECORD:
+                        bad = (base + position, 'captured length %d overruns '
+                               'its block of %d bytes' % (caplen, length))
+                        break
                     packets.append(position)
                 elif block_type == PCAPNG_SHB:
-                    section['interfaces'] = []
+                    # A new section: its interfaces and byte order apply
+                    # only to the packets after it.
+                    if packets:
+                        batches += self._pcapng_batches(buffer, packets,
+                                                        order, interfaces)
+                        packets = []
+                    order, interfaces = block_order, []
+                    head, fields = _PCAPNG_STRUCTS[order]
                 elif block_type == PCAPNG_IDB:
-                    section['interfaces'].append(
-                        self._idb(buffer, position, length, order))
+                    interface, reason = _interface(buffer, position, length,
+                                                   order)
+                    if reason:
+                        bad = (base + position, reason)
+                        break
+                    interfaces = interfaces + [interface]
                 elif block_type == PCAPNG_SPB:
                     self.skipped += 1
                 position += length
-            section['order'] = order
-            batches = (self._pcapng_batches(buffer, packets, order,
-                                            list(section['interfaces']))
-                       if packets else [])
+            section['order'], section['interfaces'] = order, interfaces
+            if packets:
+                batches += self._pcapng_batches(buffer, packets, order,
+                                                interfaces)
             return batches, position, bad
 
         yield from self._walk(capture, 0, scan, 'block')
-
-    @staticmethod
-    def _idb(buffer, position, length, order):
-        linktype = struct.unpack_from(order + 'H', buffer, position + 8)[0]
-        units_per_second = 1000000
-        option = position + 16
-        while option + 4 <= position + length - 4:
-            code, size = struct.unpack_from(order + 'HH', buffer, option)
-            if code == 0:
-                break
-            if code == 9 and size >= 1:
-                resolution = buffer[option + 4]
-                exponent = resolution & 0x7F
-                if resolution & 0x80:
-                    units_per_second = 2 ** exponent
-                else:
-                    units_per_second = 10 ** exponent
-            option += 4 + ((size + 3) & ~3)
-        return linktype, units_per_second
 
     def _pcapng_batches(self, buffer, packets, order, interfaces):
         buf = np.frombuffer(buffer, dtype=np.uint8)
         starts = np.asarray(packets, dtype=np.int64)
         interface = _u32(buf, starts + 8, order)
-        high = _u32(buf, starts + 12, order)
-        low = _u32(buf, starts + 16, order)
+        high = _u32(buf, starts + 12, order).astype(np.uint64)
+        low = _u32(buf, starts + 16, order).astype(np.uint64)
         caplen = _u32(buf, starts + 20, order)
         wirelen = _u32(buf, starts + 24, order)
-        units = (high << 32) | low
+        units = (high << np.uint64(32)) | low
+        batches = []
         for index, (linktype, units_per_second) in enumerate(interfaces):
             mine = interface == index
             if not mine.any():
@@ -399,10 +419,66 @@ class CaptureReader(object):
             if linktype not in SUPPORTED_LINKTYPES:
                 self.skipped += int(mine.sum())
                 continue
-            mine_units = units[mine]
-            time_ns = (mine_units // units_per_second * 1000000000 +
-                       mine_units % units_per_second * 1000000000 //
-                       units_per_second)
             self.packets += int(mine.sum())
-            yield parse_packets(buf, starts[mine] + 28, caplen[mine],
-                                wirelen[mine], time_ns, linktype, order)
+            batches.append(parse_packets(
+                buf, starts[mine] + 28, caplen[mine], wirelen[mine],
+                units_to_ns(units[mine], units_per_second), linktype,
+                order))
+        return batches
+
+
+def units_to_ns(units, units_per_second):
+    """Nanoseconds (int64) of uint64 timestamps in 1/units_per_second s.
+
+    Exact for decimal resolutions; binary ones finer than 2**-34 s are
+    first rounded down to 2**-34 s, so that no product leaves 64 bits.
+    """
+    units = np.asarray(units, dtype=np.uint64)
+    billion = 10 ** 9
+    if billion % units_per_second == 0:
+        ns = units * np.uint64(billion // units_per_second)
+    elif units_per_second % billion == 0:
+        ns = units // np.uint64(units_per_second // billion)
+    else:
+        shift = max(units_per_second.bit_length() - 35, 0)
+        units = units >> np.uint64(shift)
+        per_second = np.uint64(units_per_second >> shift)
+        ns = (units // per_second * np.uint64(billion) +
+              units % per_second * np.uint64(billion) // per_second)
+    return ns.astype(np.int64)
+
+
+def _block_length_error(block_type, length):
+    """Why a pcapng block's leading length cannot be right, or None."""
+    if length % 4 or length < PCAPNG_MIN_LENGTH.get(block_type, 12):
+        return 'corrupt block length %d' % length
+    if length > MAX_BLOCK:
+        return 'block length %d is over the %d bytes allowed' % (
+            length, MAX_BLOCK)
+    return None
+
+
+def _interface(buffer, position, length, order):
+    """((linktype, units per second), None) of an IDB, or (None, reason)."""
+    linktype = struct.unpack_from(order + 'H', buffer, position + 8)[0]
+    units_per_second = 1000000
+    option, options_end = position + 16, position + length - 4
+    while option + 4 <= options_end:
+        code, size = struct.unpack_from(order + 'HH', buffer, option)
+        if code == 0:
+            break
+        if option + 4 + size > options_end:
+            return None, 'interface option %d overruns its block' % code
+        if code == 9 and size >= 1:
+            resolution = buffer[option + 4]
+            exponent = resolution & 0x7F
+            binary = bool(resolution & 0x80)
+            if exponent > (MAX_BINARY_TSRESOL if binary
+                           else MAX_DECIMAL_TSRESOL):
+                return None, ('timestamp resolution %d^-%d (if_tsresol '
+                              '0x%02x) is finer than 64-bit timestamps can '
+                              'count since 1970' % (2 if binary else 10,
+                                                    exponent, resolution))
+            units_per_second = (2 if binary else 10) ** exponent
+        option += 4 + ((size + 3) & ~3)
+    return (linktype, units_per_second), None
