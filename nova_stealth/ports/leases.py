@@ -21,7 +21,6 @@ call the destination's rollback) lapses by itself.
 
 import contextlib
 import errno
-import json
 import os
 import random
 import socket
@@ -30,6 +29,7 @@ import time
 from oslo_concurrency import lockutils
 
 from nova_stealth import exception
+from nova_stealth import statefile
 
 LEASE_FILE = 'port-leases.json'
 
@@ -57,6 +57,24 @@ def is_bound(port):
                 if e.errno != errno.EADDRNOTAVAIL:
                     raise
     return False
+
+
+def check_leases(leases):
+    """Return why ``leases`` is not a lease file's content, or None."""
+    if not isinstance(leases, dict):
+        return 'a %s, not an object' % type(leases).__name__
+    for owner, lease in leases.items():
+        if not isinstance(lease, dict):
+            return 'lease of %s is not an object' % owner
+        port = lease.get('port')
+        if not isinstance(port, int) or isinstance(port, bool) or not (
+                0 < port < 65536):
+            return 'lease of %s has no port' % owner
+        for key in ('since', 'expires'):
+            value = lease.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                return 'lease of %s has no %s time' % (owner, key)
+    return None
 
 
 class PortLeases(object):
@@ -100,19 +118,13 @@ class PortLeases(object):
             self._write(live)
 
     def _read(self):
-        try:
-            with open(self.path) as lease_file:
-                return json.load(lease_file)
-        except FileNotFoundError:
-            return {}
+        # A bad file is moved aside and reads as no leases: a port still in
+        # use by an incoming migration is bound by QEMU, and allocate()
+        # skips bound ports.
+        return statefile.read_json(self.path, check_leases) or {}
 
     def _write(self, leases):
-        temporary = self.path + '.tmp'
-        with open(temporary, 'w') as lease_file:
-            json.dump(leases, lease_file, indent=1, sort_keys=True)
-            lease_file.flush()
-            os.fsync(lease_file.fileno())
-        os.replace(temporary, self.path)
+        statefile.write_json(self.path, leases)
 
     def _describe_ranges(self):
         return ','.join('%d-%d' % (r.start, r.stop - 1) for r in self.ranges)

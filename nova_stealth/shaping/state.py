@@ -18,10 +18,17 @@ so a sweep can tell an orphan from a migration still running.
 """
 
 import contextlib
-import json
 import os
 
 from oslo_concurrency import lockutils
+
+from nova_stealth import statefile
+
+_SESSION_KEYS = {'session_id': str, 'ifname': str, 'ifindex': int,
+                 'mtu': int, 'slot': int, 'classid': int, 'prio': int,
+                 'protocol': int, 'peer': str, 'port': int, 'owner': dict}
+_OWNER_KEYS = {'pid': int, 'start': str}
+_PRIOR_PARTS = ('qdiscs', 'classes', 'filters')
 
 
 def _shaping_dir(state_dir):
@@ -52,25 +59,66 @@ def devices(state_dir):
     return sorted(name[:-5] for name in names if name.endswith('.json'))
 
 
-def load(state_dir, ifname):
-    """Return a device's record, or None."""
-    try:
-        with open(record_path(state_dir, ifname)) as record_file:
-            return json.load(record_file)
-    except FileNotFoundError:
+def _wrong_keys(data, keys):
+    if not isinstance(data, dict):
+        return 'a %s, not an object' % type(data).__name__
+    for key, kind in keys.items():
+        if not isinstance(data.get(key), kind) or (
+                kind is int and isinstance(data[key], bool)):
+            return '%r is not a %s' % (key, kind.__name__)
+    return None
+
+
+def _wrong_prior(prior):
+    if prior is None:
         return None
+    if not isinstance(prior, dict) or set(prior) != set(_PRIOR_PARTS):
+        return "'prior' is not a saved tree"
+    for messages in prior.values():
+        if not isinstance(messages, list) or not all(
+                isinstance(m, str) and _is_hex(m) for m in messages):
+            return "'prior' holds something else than messages"
+    return None
+
+
+def _is_hex(text):
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_record(record):
+    """Return why ``record`` is not a device record, or None if it is."""
+    wrong = _wrong_keys(record, {'ifname': str, 'ifindex': int, 'mtu': int,
+                                 'sessions': dict})
+    if wrong:
+        return wrong
+    wrong = _wrong_prior(record.get('prior'))
+    if wrong:
+        return wrong
+    for session_id, session in record['sessions'].items():
+        wrong = _wrong_keys(session, _SESSION_KEYS) or _wrong_keys(
+            session['owner'], _OWNER_KEYS)
+        if wrong:
+            return 'session %s: %s' % (session_id, wrong)
+    return None
+
+
+def load(state_dir, ifname):
+    """Return a device's record, or None.
+
+    A record that is not JSON or not in the shape :func:`save` writes is
+    moved aside (``<name>.json.corrupt-<UTC time>``), logged as an error,
+    and reads as None.
+    """
+    return statefile.read_json(record_path(state_dir, ifname), check_record)
 
 
 def save(state_dir, ifname, record):
     """Write a device's record atomically."""
-    path = record_path(state_dir, ifname)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = path + '.tmp'
-    with open(temporary, 'w') as record_file:
-        json.dump(record, record_file, indent=1, sort_keys=True)
-        record_file.flush()
-        os.fsync(record_file.fileno())
-    os.replace(temporary, path)
+    statefile.write_json(record_path(state_dir, ifname), record)
 
 
 def delete(state_dir, ifname):

@@ -168,6 +168,9 @@ class Shaper(object):
             with state.device_lock(self.state_dir, ifname):
                 record = state.load(self.state_dir, ifname)
                 if record is None:
+                    # Unreadable, and moved aside: what it described is
+                    # known only to the kernel.
+                    self._remove_unrecorded_tree(ifname)
                     continue
                 orphans = [sid for sid, s in record['sessions'].items()
                            if everything or not state.is_alive(s['owner'])]
@@ -258,6 +261,18 @@ class Shaper(object):
             self._teardown_locked(ifname, record)
             raise
         return record
+
+    def _remove_unrecorded_tree(self, ifname):
+        try:
+            link = self.kernel.link_info(ifname)
+        except LookupError:
+            return
+        kind, handle = _root_qdisc(self.kernel.dump_tc(link['index']))
+        if (kind, handle) == ('htb', tree.ROOT_HANDLE):
+            LOG.error('Removing the shaping tree on %s, whose record was '
+                      'unreadable: the root qdisc it replaced, if any, is '
+                      'not restored', ifname)
+            self.kernel.delete_root(link['index'], tree.ROOT_HANDLE)
 
     def _build_tree(self, record):
         ifindex, mtu = record['ifindex'], record['mtu']

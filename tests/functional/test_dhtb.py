@@ -356,3 +356,15 @@ def test_old_teardown_cannot_stop_a_modulator_after_a_restart(link, shaper):
     assert shaper.stop_modulator(new_id)['ticks'] > 0
     shaper.remove('mig-old')
     shaper.remove('mig-new')
+
+
+def test_sweep_removes_a_tree_whose_record_is_unreadable(link, shaper):
+    before = link.tc_show()
+    shaper.install('mig', link.DST_V4, 61001, 4.0)
+    with open(state.record_path(shaper.state_dir, 's0'), 'w') as record:
+        record.write('{"ifname": "s0", "sessions": {"mig": {"sl')
+    assert shaper.sweep(everything=True) == []
+    assert link.tc_show() == before
+    assert state.devices(shaper.state_dir) == []
+    assert any(name.startswith('s0.json.corrupt-') for name in os.listdir(
+        os.path.dirname(state.record_path(shaper.state_dir, 's0'))))

@@ -11,6 +11,7 @@
 # under the License.
 """One compute service's migrations: StealthNode, on the recording kernel."""
 
+import os
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from nova_stealth.backends import recording
 from nova_stealth import conf
 from nova_stealth import exception
 from nova_stealth.ports import leases as leases_lib
+from nova_stealth.shaping import state
 from nova_stealth.virt import node as node_lib
 
 
@@ -95,3 +97,32 @@ def test_one_summary_line_per_outgoing_migration(tmp_path, caplog):
     assert ticks > 0
     assert 'mean rate n/a' not in lines[0]
     recording.RecordingBackend.forget_hosts()
+
+
+@pytest.mark.parametrize('text', ['', '{"vm-1": {"port": 6', '[1, 2]',
+                                  '{"vm-1": {"since": 1}}'])
+def test_a_restart_survives_a_bad_lease_file(node, text):
+    node.lease('vm-1')
+    with open(node.leases.path, 'w') as lease_file:
+        lease_file.write(text)
+    again = node_lib.StealthNode(node.group, 'unit-host', clock=node.clock)
+    assert again.sweep() == ([], {})
+    assert again.lease('vm-2') in range(61000, 61010)
+    aside = [name for name in os.listdir(again.state_dir)
+             if name.startswith('port-leases.json.corrupt-')]
+    assert len(aside) == 1
+
+
+@pytest.mark.parametrize('text', ['', '{"ifname": "stealth0", "ifin',
+                                  '{"sessions": []}'])
+def test_a_restart_survives_a_bad_shaping_record(node, text):
+    node.shaper.install('vm-2', '198.18.1.2', 61234, 8.0)
+    path = state.record_path(node.state_dir, 'stealth0')
+    with open(path, 'w') as record_file:
+        record_file.write(text)
+    again = node_lib.StealthNode(node.group, 'unit-host', clock=node.clock)
+    again.sweep()
+    # What the record described is found in the kernel and removed.
+    assert again.backend.installed() == {}
+    assert state.devices(again.state_dir) == []
+    assert again.shaper.install('vm-3', '198.18.1.2', 61235, 8.0)['slot'] == 0

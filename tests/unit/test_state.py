@@ -11,18 +11,29 @@
 # under the License.
 """Records of installed shaping, and telling live owners from dead ones."""
 
+import json
 import os
 import subprocess
 import sys
 
+import pytest
+
 from nova_stealth.shaping import state
+
+
+RECORD = {'ifname': 'eth0', 'ifindex': 2, 'mtu': 1500, 'prior': None,
+          'sessions': {'a': {
+              'session_id': 'a', 'ifname': 'eth0', 'ifindex': 2,
+              'mtu': 1500, 'slot': 0, 'classid': 0x5EA10100, 'prio': 100,
+              'protocol': 0x800, 'peer': '198.18.1.2', 'port': 61000,
+              'owner': {'pid': 1, 'start': '1'}}}}
 
 
 def test_save_load_delete(tmp_path):
     state_dir = str(tmp_path)
     assert state.load(state_dir, 'eth0') is None
-    state.save(state_dir, 'eth0', {'sessions': {'a': 1}})
-    assert state.load(state_dir, 'eth0') == {'sessions': {'a': 1}}
+    state.save(state_dir, 'eth0', RECORD)
+    assert state.load(state_dir, 'eth0') == RECORD
     assert state.devices(state_dir) == ['eth0']
     assert not os.path.exists(state.record_path(state_dir, 'eth0') + '.tmp')
     state.delete(state_dir, 'eth0')
@@ -50,3 +61,35 @@ def test_lock_is_reentrant_across_devices(tmp_path):
     with state.device_lock(str(tmp_path), 'eth0'):
         with state.device_lock(str(tmp_path), 'eth1'):
             assert os.path.isdir(tmp_path / 'locks')
+
+
+def wrong_session():
+    record = json.loads(json.dumps(RECORD))
+    del record['sessions']['a']['classid']
+    return json.dumps(record)
+
+
+@pytest.mark.parametrize('text, reason', [
+    ('', 'not JSON'),
+    (json.dumps(RECORD)[:57], 'not JSON'),
+    ('[]', 'a list, not an object'),
+    ('{"sessions": {}}', "'ifname' is not a str"),
+    (wrong_session(), "session a: 'classid' is not a int"),
+    (json.dumps(dict(RECORD, prior={'qdiscs': ['zz']})), "'prior'"),
+])
+def test_a_bad_record_is_moved_aside_and_reads_as_none(tmp_path, caplog,
+                                                       text, reason):
+    path = state.record_path(str(tmp_path), 'eth0')
+    os.makedirs(os.path.dirname(path))
+    with open(path, 'w') as record_file:
+        record_file.write(text)
+    assert state.load(str(tmp_path), 'eth0') is None
+    aside = [name for name in os.listdir(os.path.dirname(path))
+             if name.startswith('eth0.json.corrupt-')]
+    assert len(aside) == 1
+    with open(os.path.join(os.path.dirname(path), aside[0])) as moved:
+        assert moved.read() == text
+    assert not os.path.exists(path)
+    errors = [r.getMessage() for r in caplog.records
+              if r.levelname == 'ERROR']
+    assert len(errors) == 1 and reason in errors[0] and path in errors[0]
