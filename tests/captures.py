@@ -130,3 +130,18 @@ def ipv4_tcp(sport=40000, dport=61000, payload=b'', src=(198, 18, 0, 1),
     tcp = struct.pack('!HHIIBBHHH', sport, dport, 1, 0, 0x50, flags, 65535,
                       0, 0)
     return ip + tcp + payload
+
+
+def ipv6_tcp(src, dst, sport=40000, dport=61000, payload=b'', flags=0x18):
+    """A raw IPv6 + TCP packet; addresses are 16-byte strings."""
+    tcp = struct.pack('!HHIIBBHHH', sport, dport, 1, 0, 0x50, flags, 65535,
+                      0, 0)
+    ip = struct.pack('!IHBB', 0x60000000, 20 + len(payload), 6, 64)
+    return ip + src + dst + tcp + payload
+
+
+def write_raw_pcap(path, packets):
+    """A raw-IP (link type 101) pcap of (time in ns, packet) pairs."""
+    write_pcap(path, 101, 65535, [
+        (ns // 10 ** 9, ns % 10 ** 9, len(data), data)
+        for ns, data in packets], nano=True)

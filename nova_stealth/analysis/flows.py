@@ -238,9 +238,14 @@ class FlowTable(object):
             digest ^= digest >> np.uint64(31)
         unique, first, inverse = np.unique(digest, return_index=True,
                                            return_inverse=True)
-        for column in columns:
-            if not np.array_equal(column, column[first][inverse]):
-                raise RuntimeError('flow hash collision in one batch')
+        if not all(np.array_equal(column, column[first][inverse])
+                   for column in columns):
+            # Two 5-tuples of this batch share a digest (crafted, or one
+            # chance in 2**64): group this batch by the exact 5-tuples.
+            unique, first, inverse = np.unique(
+                np.stack(columns, axis=1), axis=0, return_index=True,
+                return_inverse=True)
+            inverse = inverse.reshape(-1)
         times = batch.time_ns[keep]
         sizes = batch.wire_len[keep]
         order = np.argsort(inverse, kind='stable')

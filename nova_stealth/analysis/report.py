@@ -52,7 +52,8 @@ def throughput_series(paths, keys, seconds=PLOT_SECONDS, bin_s=PLOT_BIN):
                 times = batch.time_ns[match]
                 first.setdefault(key, int(times[0]))
                 index = (times - first[key]) // int(bin_s * 1e9)
-                inside = index < len(bins[key])
+                # A clock stepped back leaves packets before the first.
+                inside = (index >= 0) & (index < len(bins[key]))
                 np.add.at(bins[key], index[inside],
                           batch.wire_len[match][inside])
     return {key: series * 8 / bin_s / 1e6 for key, series in bins.items()}
