@@ -70,3 +70,9 @@ class PortsExhausted(StealthError):
     msg_fmt = ('No free migration port in [stealth] migration_port_ranges '
                '%(ranges)s: %(leased)d leased, %(bound)d bound by other '
                'services; widen the ranges or wait for migrations to end')
+
+
+class TemplateLibraryError(StealthError, ValueError):
+    """A template library file that cannot be used."""
+
+    msg_fmt = 'Template library %(path)s: %(reason)s'

@@ -36,8 +36,16 @@ def parse_args(argv):
                     'matching and maximum entropy), its chi-square test and '
                     'CV tables over pcap/pcapng captures.')
     parser.add_argument('captures', nargs='+', metavar='CAPTURE')
-    parser.add_argument('--out', required=True, metavar='DIR',
-                        help='where report.md, report.json and plots go')
+    parser.add_argument('--out', metavar='DIR',
+                        help='where report.md, report.json and plots go '
+                             '(required unless --build-templates)')
+    parser.add_argument('--build-templates', metavar='FILE',
+                        help='write the envelopes of the long flows of the '
+                             'captures as a template library for the '
+                             'envelope rate policy, instead of auditing')
+    parser.add_argument('--licence', default='unknown',
+                        help='licence of the captures, recorded with each '
+                             'envelope of --build-templates')
     parser.add_argument('--truth', metavar='FILE',
                         help='JSON naming migration, chaff and background '
                              'flows (see README.rst); enables the rates')
@@ -63,7 +71,10 @@ def parse_args(argv):
     parser.add_argument('--no-plots', action='store_true')
     parser.add_argument('-q', '--quiet', action='store_true',
                         help='no progress bar')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not (args.out or args.build_templates):
+        parser.error('--out is required (or --build-templates)')
+    return args
 
 
 def load_models(path):
@@ -75,6 +86,34 @@ def load_models(path):
             if name != audit.PATTERN}
 
 
+def build_templates(args, options):
+    """--build-templates: write the captures' envelopes, print a summary."""
+    from nova_stealth.analysis import templates
+    from nova_stealth.policy import templates as library_format
+
+    try:
+        library = templates.build(args.captures,
+                                  [args.licence] * len(args.captures),
+                                  options=options)
+    except (exception.CaptureError, OSError) as e:
+        print('nova-stealth-audit: %s' % e, file=sys.stderr)
+        return 2
+    if not library.envelopes:
+        print('nova-stealth-audit: no flow of the captures lasts %.0f s at '
+              '%d KiB/s or more: no envelope to write' % (
+                  templates.MIN_DURATION_S, templates.MIN_RATE // 1024),
+              file=sys.stderr)
+        return 2
+    library_format.write(library, args.build_templates)
+    for envelope in library.envelopes:
+        print('%s  %s  %.1f s  %.2f MiB/s' % (
+            envelope.id, envelope.flow['proto'], envelope.duration_s,
+            envelope.mean_rate / (1 << 20)))
+    print('%d envelopes written to %s' % (
+        len(library.envelopes), args.build_templates))
+    return 0
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING,
@@ -82,6 +121,8 @@ def main(argv=None):
     options = flow_lib.FlowOptions(tcp_only=not args.all_protocols,
                                    min_packets=args.min_packets,
                                    burst_gap=args.burst_gap_ms / 1000.0)
+    if args.build_templates:
+        return build_templates(args, options)
     try:
         labels_by_key = truth.load(args.truth) if args.truth else None
         models = load_models(args.model) if args.model else None

@@ -36,6 +36,31 @@ namespace. Installed with nova_stealth:
   rate so that its coefficient of variation stays in [cv_lower, cv_upper].
 * ``constant``: one fixed rate (start_rate), a BuFLO-style baseline that is
   easy to detect; for experiments only.
+* ``envelope``: each migration follows envelopes of real long flows drawn
+  from template_library (bytes per millisecond as the flows sent them),
+  within [min_rate, max_rate] and at least min_mean_rate on average.
+"""),
+    cfg.StrOpt(
+        'template_library',
+        default='',
+        help="""
+Path of the template library the ``envelope`` rate policy draws from: a JSON
+file (gzip-compressed if its name ends in .gz) of envelopes of real long
+flows, as ``nova-stealth-audit --build-templates`` writes it from captures
+of this link. Empty: the library shipped with nova_stealth, built from
+M-Lab NDT speed tests (CC0). Read and checked at start-up.
+"""),
+    cfg.FloatOpt(
+        'min_mean_rate',
+        default=2.0,
+        min=0.0,
+        help="""
+Least mean rate, in MiB/s, of a migration under the ``envelope`` rate policy,
+so that a migration cannot be stretched without bound: envelopes whose mean
+is lower are scaled up (by at most a factor 2) or not used, and a migration
+that falls more than a second's worth behind this mean is sent faster than
+its envelope until it has caught up (where that happens its rate no longer
+follows real traffic). 0 disables the floor. At most max_rate.
 """),
     cfg.FloatOpt(
         'min_rate',
@@ -174,6 +199,12 @@ def validate(group):
             option='start_rate', value=group.start_rate,
             reason='must lie within [min_rate, max_rate] = [%s, %s]' % (
                 group.min_rate, group.max_rate))
+    if group.min_mean_rate > group.max_rate:
+        raise exception.InvalidOption(
+            option='min_mean_rate', value=group.min_mean_rate,
+            reason='must not exceed max_rate (%s)' % group.max_rate)
+    if group.rate_policy == 'envelope' or group.template_library:
+        _check_library(group.template_library)
     if group.cv_lower >= group.cv_upper:
         raise exception.InvalidOption(
             option='cv_lower', value=group.cv_lower,
@@ -188,3 +219,16 @@ def validate(group):
             raise exception.InvalidOption(
                 option=name, value=value,
                 reason='low (%s) must not exceed high (%s)' % tuple(value))
+
+
+def _check_library(path):
+    # Imported here: reading a library needs numpy, which the conf modules
+    # do not import (the sample generator loads them alone).
+    from nova_stealth.policy import envelope
+
+    try:
+        envelope.read_library(path)
+    except exception.TemplateLibraryError as e:
+        raise exception.InvalidOption(
+            option='template_library', value=path or '(shipped library)',
+            reason=e) from e

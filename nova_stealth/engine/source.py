@@ -51,12 +51,23 @@ def _figure(value):
     return 'n/a' if value is None else '%.3g' % value
 
 
-def expected_rates(policy_name, policy_kwargs, seed=None):
-    """The policy run ahead: its mean rates per 100 ms, in bytes/s."""
+def expected_rates(policy_name, policy_kwargs, seed=None, tick_s=0.01):
+    """The policy run ahead: its mean rates per 100 ms, in bytes/s.
+
+    ``LOOKAHEAD_TICKS`` ticks of ``tick_s``; a policy that sizes its own
+    ticks is run as long, each rate weighted by how long it holds.
+    """
     policy = rate_policies.policy_class(policy_name)(seed=seed,
                                                      **policy_kwargs)
-    rates = np.array([policy.next_rate() for _ in range(LOOKAHEAD_TICKS)])
-    return rates.reshape(-1, 10).mean(axis=1) * MIB
+    rates = np.empty(LOOKAHEAD_TICKS)
+    holds = np.empty(LOOKAHEAD_TICKS)
+    for tick in range(LOOKAHEAD_TICKS):
+        rates[tick] = policy.next_rate()
+        holds[tick] = policy.hold_seconds() or tick_s
+    edges = np.concatenate([[0.0], np.cumsum(holds)])
+    sent = np.concatenate([[0.0], np.cumsum(rates * holds)])
+    bins = np.arange(0.0, LOOKAHEAD_TICKS * tick_s + 1e-9, 10 * tick_s)
+    return np.diff(np.interp(bins, edges, sent)) / (10 * tick_s) * MIB
 
 
 def hypervisor_max_bandwidth(group):
@@ -101,8 +112,10 @@ class SourceSession(object):
             sender_lib.ChaffSender, socket_factory=socket_factory)
         self.seed = seed
         self.sleep = sleep
-        self.policy_kwargs = rate_policies.policy_class(
-            group.rate_policy).conf_kwargs(group)
+        policy_cls = rate_policies.policy_class(group.rate_policy)
+        self.policy_kwargs = dict(
+            policy_cls.conf_kwargs(group),
+            **policy_cls.migration_kwargs(memory_bytes=memory_bytes))
         self.session = None
         self.modulator = None
         self.chaff = None
@@ -201,7 +214,8 @@ class SourceSession(object):
 
     def _chaff(self):
         rates = expected_rates(self.group.rate_policy, self.policy_kwargs,
-                               self.seed)
+                               self.seed,
+                               self.group.tick_interval_ms / 1000.0)
         schedule = schedules.load(
             self.group.chaff_schedule, float(np.mean(rates)),
             lead=self.group.chaff_lead_seconds,

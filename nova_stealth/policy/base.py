@@ -54,6 +54,27 @@ class RatePolicy(metaclass=abc.ABCMeta):
         """Build the policy from the loaded [stealth] option group."""
         return cls(seed=seed, **cls.conf_kwargs(group))
 
+    @classmethod
+    def migration_kwargs(cls, memory_bytes):
+        """Constructor arguments that describe the migration itself.
+
+        The engine adds them to :meth:`conf_kwargs` for each migration;
+        none by default.
+
+        :param memory_bytes: the guest's memory, in bytes
+        """
+        return {}
+
+    def hold_seconds(self):
+        """Seconds the rate last returned should hold; None: one tick.
+
+        A policy that varies the length of its ticks (so that its rate
+        changes leave no grid) says here how long the rate it just
+        returned is meant for; the modulator then sets the next rate
+        that much later.
+        """
+        return None
+
     def clamp(self, rate):
         """Return ``rate`` limited to [min_rate, max_rate]."""
         return min(max(rate, self.min_rate), self.max_rate)

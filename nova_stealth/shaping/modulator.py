@@ -174,9 +174,9 @@ class Modulator(object):
 
     def _run(self):
         started = self.clock()
-        tick = 0
+        offset = 0.0
         while not self._stopping.is_set():
-            deadline = started + tick * self.tick_s
+            deadline = started + offset
             now = self.clock()
             if deadline > now:
                 self.sleep(deadline - now)
@@ -190,12 +190,15 @@ class Modulator(object):
                 return
             self.last_rate = rate
             self._record(started, deadline, now, rate, sent)
-            tick += 1
+            # A policy may size its own ticks, so that its rate changes
+            # fall on no grid.
+            offset += self.policy.hold_seconds() or self.tick_s
             # Deadlines already past are skipped, not run late in a burst.
-            behind = int((self.clock() - started) / self.tick_s) + 1 - tick
+            behind = math.floor(
+                (self.clock() - started - offset) / self.tick_s) + 1
             if behind > 0:
                 self.skipped += behind
-                tick += behind
+                offset += behind * self.tick_s
 
     def report(self):
         """Return a summary of what the loop did, of bounded size.

@@ -87,7 +87,7 @@ BROKEN_RULES = [
     ({'migration_port_ranges': '61000-61100,62000-62999',
       'chaff_ports': '62999-63002'}, 'migration_port_ranges',
      'overlaps chaff_ports 62999-63002'),
-    ({'rate_policy': 'buflo'}, 'rate_policy', 'constant, paper'),
+    ({'rate_policy': 'buflo'}, 'rate_policy', 'constant, envelope, paper'),
     ({'chaff_schedule': 'steps'}, 'chaff_schedule', 'constant, ramp'),
     ({'chaff_lead_seconds': '9,3'}, 'chaff_lead_seconds', 'low <= high'),
     ({'chaff_tail_seconds': '4'}, 'chaff_tail_seconds', 'two numbers'),

@@ -35,7 +35,7 @@ def run(policy_obj, ticks):
 
 
 def test_installed_policies():
-    assert policy.installed_policies() == ['constant', 'paper']
+    assert policy.installed_policies() == ['constant', 'envelope', 'paper']
 
 
 def test_load_by_name_uses_the_options(write_conf):
@@ -56,7 +56,7 @@ def test_unknown_policy_lists_the_installed_ones(write_conf):
         policy.load('buflo', conf.stealth)
     message = str(raised.value)
     assert "'buflo'" in message
-    assert 'constant, paper' in message
+    assert 'constant, envelope, paper' in message
 
 
 def test_constant_policy_returns_the_start_rate():
