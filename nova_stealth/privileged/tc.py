@@ -29,13 +29,17 @@ import threading
 import pyroute2
 
 from nova_stealth import privileged
+from nova_stealth.privileged import guard
+from nova_stealth.privileged import modulator as modulator_lib
 from nova_stealth.privileged import rtnl
-from nova_stealth.shaping import modulator as modulator_lib
+from nova_stealth.shaping import tree
 
 TC_H_INGRESS = 0xFFFFFFF1
+ROOT_HANDLE = tree.ROOT_HANDLE
 _LOCK = threading.Lock()
 _SOCKET = []
 _MODULATORS = {}
+_MODULATORS_LOCK = threading.Lock()
 #: A modulator is named by its migration's id (Nova's migration uuid), so
 #: that a name means the same migration across daemon restarts.
 _MODULATOR_ID = re.compile(r'[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z')
@@ -90,12 +94,33 @@ def route_device(address):
         return ipr.get_links(index)[0].get_attr('IFLA_IFNAME')
 
 
+def _root_qdisc(ifindex):
+    """(kind, handle) of a device's root qdisc; ('', 0) if none shows."""
+    for message in _dump(rtnl.RTM_GETQDISC, rtnl.tcmsg(0, 0, 0)):
+        index, handle, parent = rtnl.message_handles(message)
+        if index == ifindex and parent == rtnl.TC_H_ROOT:
+            return rtnl.message_kind(message), handle
+    return '', 0
+
+
+def _shaped_by_us(ifindex):
+    return _root_qdisc(guard.ifindex(ifindex)) == ('htb', ROOT_HANDLE)
+
+
+def _require_shaped(ifindex):
+    if not _shaped_by_us(ifindex):
+        raise guard.Refused('device %d is not shaped by nova_stealth: its '
+                            'root qdisc is not htb %s' % (
+                                ifindex, tree.handle_text(ROOT_HANDLE)))
+
+
 @privileged.net_admin.entrypoint
 def dump_tc(ifindex):
     """Return the raw egress qdiscs, classes and filters of a device.
 
     Ingress and clsact qdiscs are left out: nova_stealth never touches them.
     """
+    guard.ifindex(ifindex)
     qdiscs = [m for m in _dump(rtnl.RTM_GETQDISC, rtnl.tcmsg(0, 0, 0))
               if rtnl.message_handles(m)[0] == ifindex and
               rtnl.message_handles(m)[2] != TC_H_INGRESS]
@@ -110,14 +135,50 @@ def dump_tc(ifindex):
     return {'qdiscs': qdiscs, 'classes': classes, 'filters': filters}
 
 
+_REPLAY_TYPES = {'qdiscs': rtnl.RTM_NEWQDISC, 'classes': rtnl.RTM_NEWTCLASS,
+                 'filters': rtnl.RTM_NEWTFILTER}
+
+
+def _check_snapshot(ifindex, snapshot):
+    # Only what dump_tc returned for this very device may come back: tc
+    # objects of the device, each under its own message type.
+    if not isinstance(snapshot, dict) or set(snapshot) != set(_REPLAY_TYPES):
+        raise guard.Refused('a snapshot has qdiscs, classes and filters')
+    if sum(len(m) for m in snapshot.values()) > guard.MAX_REPLAY_MESSAGES:
+        raise guard.Refused('a snapshot holds at most %d messages' %
+                            guard.MAX_REPLAY_MESSAGES)
+    for part, msg_type in _REPLAY_TYPES.items():
+        for message in snapshot[part]:
+            if not isinstance(message, bytes) or not (
+                    rtnl.NLMSGHDR.size + rtnl.TCMSG.size <= len(message) <=
+                    guard.MAX_MESSAGE_BYTES):
+                raise guard.Refused('%s: not a tc message' % part)
+            length, kind = rtnl.NLMSGHDR.unpack_from(message)[:2]
+            if length != len(message) or kind != msg_type:
+                raise guard.Refused('%s: message of type %d and length %d '
+                                    'is not a dumped one' % (part, kind,
+                                                             length))
+            if rtnl.message_handles(message)[0] != ifindex:
+                raise guard.Refused('%s: message for device %d replayed on '
+                                    'device %d' % (
+                                        part, rtnl.message_handles(
+                                            message)[0], ifindex))
+
+
 @privileged.net_admin.entrypoint
 def replay_tc(ifindex, snapshot):
     """Recreate a tree dumped by :func:`dump_tc` on an empty root.
 
     Qdiscs the kernel made itself (handle 0) come back with their parent
     and are skipped; objects that already exist, such as the hash table u32
-    makes with its first key, are left as they are.
+    makes with its first key, are left as they are. Every message must be
+    for ``ifindex``, and the device must not hold nova_stealth's tree.
     """
+    guard.ifindex(ifindex)
+    _check_snapshot(ifindex, snapshot)
+    if _shaped_by_us(ifindex):
+        raise guard.Refused('device %d still holds nova_stealth\'s tree' %
+                            ifindex)
     root, children = [], []
     for message in snapshot['qdiscs']:
         _index, handle, parent = rtnl.message_handles(message)
@@ -142,6 +203,11 @@ def replay_tc(ifindex, snapshot):
 @privileged.net_admin.entrypoint
 def replace_root_htb(ifindex, handle, default_minor):
     """Make an HTB qdisc the root of a device, replacing what was there."""
+    guard.ifindex(ifindex)
+    guard.root_handle(handle)
+    if default_minor != tree.DEFAULT_MINOR:
+        raise guard.Refused('default class %r is not nova_stealth\'s' % (
+            default_minor,))
     _request(rtnl.RTM_NEWQDISC, rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE,
              rtnl.tcmsg(ifindex, handle, rtnl.TC_H_ROOT) +
              rtnl.htb_qdisc_options(default_minor))
@@ -149,7 +215,10 @@ def replace_root_htb(ifindex, handle, default_minor):
 
 @privileged.net_admin.entrypoint
 def delete_root(ifindex, handle):
-    """Delete the root qdisc ``handle``; False if it was not there."""
+    """Delete our root qdisc; False if it was not there (or not ours)."""
+    guard.root_handle(handle)
+    if not _shaped_by_us(ifindex):
+        return False
     return _delete(rtnl.RTM_DELQDISC,
                    rtnl.tcmsg(ifindex, handle, rtnl.TC_H_ROOT))
 
@@ -157,6 +226,10 @@ def delete_root(ifindex, handle):
 @privileged.net_admin.entrypoint
 def add_htb_class(ifindex, handle, parent, shape):
     """Add an HTB class; ``shape`` as built by the tree model."""
+    guard.class_handle(handle)
+    guard.class_parent(parent)
+    guard.htb_shape(shape)
+    _require_shaped(ifindex)
     _request(rtnl.RTM_NEWTCLASS, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL,
              rtnl.tcmsg(ifindex, handle, parent) +
              rtnl.htb_class_options(**shape))
@@ -164,21 +237,31 @@ def add_htb_class(ifindex, handle, parent, shape):
 
 @privileged.net_admin.entrypoint
 def delete_class(ifindex, handle):
-    """Delete a class; False if it was not there."""
+    """Delete a class of ours; False if it was not there."""
+    guard.class_handle(handle)
+    if not _shaped_by_us(ifindex):
+        return False
     return _delete(rtnl.RTM_DELTCLASS, rtnl.tcmsg(ifindex, handle, 0))
 
 
 @privileged.net_admin.entrypoint
 def add_u32_filter(ifindex, parent, prio, protocol, keys, classid):
     """Add a u32 filter sending packets that match every key to a class."""
+    guard.filter_spec(parent, prio, protocol)
+    keys = guard.u32_keys(keys)
+    guard.class_handle(classid)
+    _require_shaped(ifindex)
     _request(rtnl.RTM_NEWTFILTER, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL,
              rtnl.filter_tcmsg(ifindex, parent, prio, protocol) +
-             rtnl.u32_options([tuple(key) for key in keys], classid))
+             rtnl.u32_options(keys, classid))
 
 
 @privileged.net_admin.entrypoint
 def delete_filters(ifindex, parent, prio, protocol):
-    """Delete every filter at one priority; False if there was none."""
+    """Delete every filter at one of our priorities; False if none."""
+    guard.filter_spec(parent, prio, protocol)
+    if not _shaped_by_us(ifindex):
+        return False
     return _delete(rtnl.RTM_DELTFILTER,
                    rtnl.filter_tcmsg(ifindex, parent, prio, protocol))
 
@@ -195,18 +278,28 @@ def start_modulator(ifindex, handle, parent, mtu, policy_name,
     """
     if not isinstance(modulator_id, str) or not _MODULATOR_ID.match(
             modulator_id):
-        raise ValueError('modulator id %r is not a migration id' %
-                         (modulator_id,))
-    with _LOCK:
-        if modulator_id in _MODULATORS and (
-                _MODULATORS[modulator_id].running):
-            raise ValueError('modulator %s is already running' %
-                             modulator_id)
-    modulator = modulator_lib.ClassModulator(
-        ifindex, handle, parent, mtu, policy_name, policy_kwargs, seed,
-        tick_s, ramp_s)
-    modulator.start()
-    _MODULATORS[modulator_id] = modulator
+        raise guard.Refused('modulator id %r is not a migration id' %
+                            (modulator_id,))
+    guard.class_handle(handle, sessions_only=True)
+    if parent != tree.handle(tree.PARENT_MINOR):
+        raise guard.Refused('parent %r is not nova_stealth\'s parent class'
+                            % (parent,))
+    with _MODULATORS_LOCK:
+        running = {m_id: m for m_id, m in _MODULATORS.items() if m.running}
+        guard.modulator(tick_s, ramp_s, mtu, policy_kwargs, len(running))
+        if modulator_id in running:
+            raise guard.Refused('modulator %s is already running' %
+                                modulator_id)
+        for other_id, other in running.items():
+            if (other.ifindex, other.handle) == (ifindex, handle):
+                raise guard.Refused('class %s is already modulated by %s' %
+                                    (tree.handle_text(handle), other_id))
+        _require_shaped(ifindex)
+        modulator = modulator_lib.ClassModulator(
+            ifindex, handle, parent, mtu, policy_name, policy_kwargs, seed,
+            tick_s, ramp_s)
+        modulator.start()
+        _MODULATORS[modulator_id] = modulator
     return modulator_id
 
 
@@ -216,7 +309,8 @@ def stop_modulator(modulator_id):
 
     The summary's size does not grow with the migration's length.
     """
-    modulator = _MODULATORS.pop(modulator_id, None)
+    with _MODULATORS_LOCK:
+        modulator = _MODULATORS.pop(modulator_id, None)
     if modulator is None:
         return None
     modulator.stop()

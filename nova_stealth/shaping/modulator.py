@@ -28,8 +28,6 @@ import math
 import threading
 import time
 
-from nova_stealth import policy as rate_policies
-from nova_stealth.privileged import rtnl
 from nova_stealth.shaping import tree
 
 #: Ticks kept in the trace ring: five minutes at 10 ms, about 1.4 MB when
@@ -240,31 +238,3 @@ class Modulator(object):
         counter after each change (-1 where the kernel gave none).
         """
         return self.ring.lists()
-
-
-class ClassModulator(Modulator):
-    """A modulator driving one HTB class over its own netlink socket.
-
-    The socket is opened once, in the caller's network namespace, when the
-    modulator is made.
-    """
-
-    def __init__(self, ifindex, handle, parent, mtu, policy_name,
-                 policy_kwargs, seed, tick_s, ramp_s=0.0):
-        policy_cls = rate_policies.policy_class(policy_name)
-        policy = policy_cls(seed=seed, **policy_kwargs)
-        self.socket = rtnl.RtnlSocket()
-
-        def apply_rate(rate):
-            options = rtnl.htb_class_options(**tree.htb_shape(rate, mtu))
-            return self.socket.change_htb_class(ifindex, handle, parent,
-                                                options)
-
-        super().__init__(policy, apply_rate, tick_s, ramp_s,
-                         policy_name=policy_name)
-
-    def _run(self):
-        try:
-            super()._run()
-        finally:
-            self.socket.close()

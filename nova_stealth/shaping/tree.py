@@ -44,6 +44,9 @@ IPPROTO_TCP = 6
 #: HTB's own default burst is rate/HZ + MTU; 4 ms is rate/HZ at HZ=250.
 BURST_SECONDS = 0.004
 MAX_QUANTUM = 200000
+#: The highest rate a class may have, bytes/s (8.8 Tbit/s): far above any
+#: link, and within what the privsep channel (64-bit integers) carries.
+MAX_RATE = 1 << 40
 
 
 def handle(minor):
@@ -77,8 +80,9 @@ def htb_shape(rate, mtu, ceil=None, prio=0):
     kept within [MTU, 200000] so the kernel does not warn.
     """
     ceil = rate if ceil is None else ceil
-    if rate <= 0 or ceil < rate:
-        raise ValueError('need 0 < rate <= ceil, got %s, %s' % (rate, ceil))
+    if not 0 < rate <= ceil <= MAX_RATE:
+        raise ValueError('need 0 < rate <= ceil <= %d bytes/s, got %s, %s' %
+                         (MAX_RATE, rate, ceil))
     return {
         'rate': int(rate),
         'ceil': int(ceil),

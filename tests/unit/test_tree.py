@@ -41,6 +41,10 @@ def test_htb_shape_burst_and_quantum():
     assert small['quantum'] == 1500
     with pytest.raises(ValueError):
         tree.htb_shape(0, 1500)
+    # 2**70 bytes/s would not even cross the privsep channel.
+    with pytest.raises(ValueError, match='<= 1099511627776 bytes/s'):
+        tree.htb_shape(2 ** 70, 1500)
+    assert tree.htb_shape(tree.MAX_RATE, 1500)['rate'] == tree.MAX_RATE
 
 
 def test_ipv4_migration_filter():
