@@ -28,6 +28,9 @@ JOIN_WINDOW_S = 0.1
 JOIN_CANDIDATES = 16
 #: How sharply joins prefer a local rate like the current one (in log).
 JOIN_SPREAD = 0.25
+#: Pieces after the first come from envelopes whose mean, as played, is
+#: within this factor of the first's.
+LEVEL_SPREAD = 1.25
 #: The shortest piece of an envelope played between two joins.
 MIN_PIECE_S = 0.2
 #: Seconds of the floor's rate a migration may fall behind before the
@@ -106,10 +109,12 @@ class EnvelopeRatePolicy(base.RatePolicy):
     its amplitude scaled only to bring its mean within [``min_mean_rate``,
     ``max_rate``], and by no more than a factor ``max_scale`` either way.
     Envelopes of about the migration's expected bytes are preferred (a
-    Gaussian weight in log bytes). When the envelope runs out the next one
-    is drawn the same way and joined at a point whose rate over the last
-    100 ms is like the current one, chosen among random points; the first
-    segment starts at a point like the chaff's hand-over rate
+    Gaussian weight in log bytes). When a piece of the envelope runs out
+    the next is drawn the same way, among the envelopes whose mean (as
+    played) is within ``LEVEL_SPREAD`` of the first's (so a migration
+    keeps one level, as one flow does), and joined at a point whose rate
+    over 100 ms is like the recent rate, chosen among random points; the
+    first piece starts at a point like the chaff's hand-over rate
     (``start_rate``).
 
     Ticks are not on a grid: each lasts ``tick_s`` times a factor drawn
@@ -145,7 +150,7 @@ class EnvelopeRatePolicy(base.RatePolicy):
         self.tick_jitter = float(tick_jitter)
         self.max_scale = float(max_scale)
         self.expected_bytes = expected_bytes
-        self.choices = self._choices()
+        self.candidates = self.choices = self._choices()
         self.granted = 0.0
         self.elapsed = 0.0
         self.hold = self.tick_s
@@ -212,8 +217,16 @@ class EnvelopeRatePolicy(base.RatePolicy):
         """
         weights = [choice[4] for choice in self.choices]
         total = sum(weights)
-        envelope, cumulative, (first, last), scale, _ = self.choices[
+        picked = self.choices[
             self.rng.choice(len(weights), p=[w / total for w in weights])]
+        if not self.segments:
+            # The migration's one choice: later pieces come from envelopes
+            # played at about its mean, as one flow keeps its level.
+            level = picked[0].mean_rate * picked[3]
+            self.choices = [choice for choice in self.choices if abs(
+                math.log(choice[0].mean_rate * choice[3] / level)) <=
+                math.log(LEVEL_SPREAD)]
+        envelope, cumulative, (first, last), scale, _ = picked
         length = (last - first) * self.rng.uniform(1.0 / 3.0, 1.0)
         shortest = min(MIN_PIECE_S, last - first)
         offsets = self.rng.uniform(first - length, last - shortest,

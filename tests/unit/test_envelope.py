@@ -136,11 +136,11 @@ def test_same_seed_same_rates_and_ticks(library_path):
 
 def test_rates_stay_within_the_bounds(library_path):
     policy = envelope.EnvelopeRatePolicy(
-        3.0, 6.0, 4.0, template_library=library_path, seed=2)
+        1.5, 3.0, 2.0, template_library=library_path, seed=2)
     rates, _ = play(policy, 60)
-    assert rates.min() >= 3.0 and rates.max() <= 6.0
-    # The envelopes go well outside [3, 6]: the bounds did bind.
-    assert (rates == 3.0).mean() > 0.05 and (rates == 6.0).mean() > 0.05
+    assert rates.min() >= 1.5 and rates.max() <= 3.0
+    # The 2 MiB/s envelope goes well outside [1.5, 3]: both bounds bind.
+    assert (rates == 1.5).mean() > 0.05 and (rates == 3.0).mean() > 0.05
 
 
 def test_mean_rate_floor_holds_at_every_moment(library_path):
@@ -167,7 +167,7 @@ def test_envelopes_are_scaled_only_within_bounds(library_path):
     policy = envelope.EnvelopeRatePolicy(
         1.0, 16.0, 4.0, template_library=library_path, min_mean_rate=3.0,
         seed=1)
-    scales = {choice[0].capture: choice[3] for choice in policy.choices}
+    scales = {choice[0].capture: choice[3] for choice in policy.candidates}
     # 2.0 MiB/s is lifted to the floor, 10.6 MiB/s is played as it is.
     assert scales[CAPTURES[0]] == pytest.approx(3.0 / 2.04, rel=0.01)
     assert scales[CAPTURES[1]] == 1.0
@@ -175,7 +175,7 @@ def test_envelopes_are_scaled_only_within_bounds(library_path):
         1.0, 16.0, 4.0, template_library=library_path, min_mean_rate=5.0,
         seed=1)
     # Lifting 2.0 to 5.0 would take more than x2: that envelope is out.
-    assert [c[0].capture for c in policy.choices] == [CAPTURES[1]]
+    assert [c[0].capture for c in policy.candidates] == [CAPTURES[1]]
 
 
 def test_ticks_leave_no_grid(library_path):
@@ -244,12 +244,12 @@ def test_expected_bytes_prefer_envelopes_of_that_size(library_path):
     small = envelope.EnvelopeRatePolicy(
         1.0, 16.0, 4.0, template_library=library_path,
         expected_bytes=20 * MIB, seed=1)
-    weights = {c[0].capture: c[4] for c in small.choices}
+    weights = {c[0].capture: c[4] for c in small.candidates}
     assert weights[CAPTURES[0]] > weights[CAPTURES[1]]
     large = envelope.EnvelopeRatePolicy(
         1.0, 16.0, 4.0, template_library=library_path,
         expected_bytes=120 * MIB, seed=1)
-    weights = {c[0].capture: c[4] for c in large.choices}
+    weights = {c[0].capture: c[4] for c in large.candidates}
     assert weights[CAPTURES[1]] > weights[CAPTURES[0]]
 
 
