@@ -24,14 +24,16 @@ from nova_stealth.analysis import detectors as detector_lib
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import report as report_lib
 from nova_stealth.analysis import truth
+from nova_stealth.cmd import arguments
 from nova_stealth import exception
 
 PLOTTED_FLOWS = 4
+PROG = 'nova-stealth-audit'
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog='nova-stealth-audit',
+        prog=PROG,
         description='Run the stealth migration paper\'s attacks (pattern '
                     'matching and maximum entropy), its chi-square test and '
                     'CV tables over pcap/pcapng captures.')
@@ -56,13 +58,15 @@ def parse_args(argv):
                         help='write the detectors of this run as JSON')
     parser.add_argument('--all-protocols', action='store_true',
                         help='keep UDP flows too (default: TCP only)')
-    parser.add_argument('--min-packets', type=int, default=1000,
+    parser.add_argument('--min-packets', type=arguments.integer(1),
+                        default=1000,
                         help='drop shorter flows (default 1000)')
-    parser.add_argument('--burst-gap-ms', type=float, default=20.0,
+    parser.add_argument('--burst-gap-ms', type=arguments.number(0.001),
+                        default=20.0,
                         help='silence that starts a burst (default 20 ms)')
-    parser.add_argument('--seed', type=int, default=0,
+    parser.add_argument('--seed', type=arguments.integer(0), default=0,
                         help='seed of the 80/20 training split')
-    parser.add_argument('--folds', type=int, metavar='K',
+    parser.add_argument('--folds', type=arguments.integer(2), metavar='K',
                         help='judge every labelled flow by stratified '
                              'K-fold cross-validation instead of one 80/20 '
                              'split')
@@ -79,11 +83,15 @@ def parse_args(argv):
 
 def load_models(path):
     """{name: detector} from a file written by --save-model."""
-    with open(path) as model_file:
-        saved = json.load(model_file)
-    return {name: detector_lib.detector_from_dict(data)
-            for name, data in saved['detectors'].items()
-            if name != audit.PATTERN}
+    try:
+        with open(path) as model_file:
+            saved = json.load(model_file)
+        return {name: detector_lib.detector_from_dict(data)
+                for name, data in saved['detectors'].items()
+                if name != audit.PATTERN}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError('%s: not a model written by --save-model (%s: %s)'
+                         % (path, type(e).__name__, e))
 
 
 def build_templates(args, options):
@@ -126,6 +134,8 @@ def main(argv=None):
     try:
         labels_by_key = truth.load(args.truth) if args.truth else None
         models = load_models(args.model) if args.model else None
+        # Before the captures are read, which can take long.
+        os.makedirs(args.out, exist_ok=True)
         with tqdm.tqdm(total=1, unit='B', unit_scale=True, desc='reading',
                        disable=True if args.quiet else None,
                        file=sys.stderr) as bar:
@@ -138,8 +148,7 @@ def main(argv=None):
                 progress=progress)
     except (exception.CaptureError, truth.TruthError, OSError,
             ValueError, KeyError) as e:
-        print('nova-stealth-audit: %s' % e, file=sys.stderr)
-        return 2
+        return arguments.fail(PROG, e)
     labels = ([truth.label_of(f.key, labels_by_key) for f in flows]
               if labels_by_key is not None else None)
     report, detectors = audit.run(flows, labels, models, seed=args.seed,
@@ -149,9 +158,18 @@ def main(argv=None):
     report['options'] = {'tcp_only': options.tcp_only,
                          'min_packets': options.min_packets,
                          'burst_gap_ms': args.burst_gap_ms}
+    try:
+        plots = _write(args, flows, labels, report, detectors)
+    except OSError as e:
+        return arguments.fail(PROG, e)
+    print(report_lib.markdown(report, plots).split('## Migrations')[0])
+    return 0
+
+
+def _write(args, flows, labels, report, detectors):
+    """Write the report, the plots and the model; return the plots."""
     plots = []
     if not args.no_plots and flows:
-        os.makedirs(args.out, exist_ok=True)
         chosen = _plotted(flows, labels)
         series = report_lib.throughput_series(args.captures, chosen)
         named = {f.key: ('%s/%s' % labels[i]) if labels else ''
@@ -170,8 +188,7 @@ def main(argv=None):
             json.dump({'detectors': {name: d.to_dict()
                                      for name, d in detectors.items()}},
                       model_file, indent=1)
-    print(report_lib.markdown(report, plots).split('## Migrations')[0])
-    return 0
+    return plots
 
 
 def _plotted(flows, labels):

@@ -20,14 +20,21 @@ import argparse
 import os
 import sys
 
+from oslo_config import cfg
+
+from nova_stealth.cmd import arguments
 from nova_stealth import conf as stealth_conf
+from nova_stealth import exception
 from nova_stealth import privileged
 from nova_stealth.virt import node
 
 
+PROG = 'nova-stealth-cleanup'
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog='nova-stealth-cleanup',
+        prog=PROG,
         description='Remove the shaping and port leases every nova-compute '
                     'of this node left (run with nova-compute stopped).')
     parser.add_argument('--config-file', action='append', default=[],
@@ -38,7 +45,10 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    group = stealth_conf.load_group(args.config_files)
+    try:
+        group = stealth_conf.load_group(args.config_files)
+    except (exception.InvalidOption, cfg.Error) as e:
+        return arguments.fail(PROG, e)
     if group.backend == 'pyroute2' and os.geteuid() == 0:
         # Already root: change traffic control in this process rather
         # than through a privsep daemon.

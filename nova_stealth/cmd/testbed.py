@@ -26,41 +26,52 @@ import sys
 
 import tqdm
 
+from nova_stealth.cmd import arguments
+from nova_stealth import plugins
 from nova_stealth.testbed import guest as guest_lib
 from nova_stealth.testbed import qemu
 from nova_stealth.testbed import report
 from nova_stealth.testbed import runner
 from nova_stealth.testbed import topology
 
+PROG = 'nova-stealth-testbed'
+GUESTS = ('ram', 'linux')
 QUICK = {'modes': 'native,paper', 'loads': 'S', 'speeds': '4',
          'guest': 'ram', 'memory_mib': 48, 'runs': 3}
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog='nova-stealth-testbed',
+        prog=PROG,
         description='Live-migrate a real QEMU VM between namespaced hosts '
                     'under background traffic, natively and stealthed, '
                     'capture it on-path and score it.')
     sub = parser.add_subparsers(dest='command', required=True)
     run = sub.add_parser('run', help='run the experiment')
     run.add_argument('--out', default='testbed-results', metavar='DIR')
+    modes = ['native'] + plugins.installed(plugins.RATE_POLICIES)
     run.add_argument('--modes', default='native,paper,constant',
+                     type=arguments.choices(modes),
                      help='native and rate policy names (default '
                           'native,paper,constant)')
-    run.add_argument('--schedule', default='ramp',
+    schedules = ['none'] + plugins.installed(plugins.CHAFF_SCHEDULES)
+    run.add_argument('--schedule', default='ramp', choices=schedules,
                      help='chaff schedule of stealthed runs, or none')
     run.add_argument('--loads', default='S,M,H',
+                     type=arguments.choices(runner.LOADS),
                      help='background load levels, of S, M, H')
-    run.add_argument('--speeds', default='4,8',
+    run.add_argument('--speeds', default='4,8', type=arguments.numbers(0.01),
                      help='native migration speeds in MiB/s')
     run.add_argument('--guest', default='ram',
+                     type=arguments.choices(GUESTS),
                      help='ram, linux, or both (comma-separated)')
-    run.add_argument('--memory-mib', type=int, default=64)
-    run.add_argument('--dirty-mib-s', type=float, default=1.0,
+    run.add_argument('--memory-mib', type=arguments.integer(1), default=64)
+    run.add_argument('--dirty-mib-s', type=arguments.number(0.0),
+                     default=1.0,
                      help='memory the linux guest dirties per second')
-    run.add_argument('--runs', type=int, default=2, help='runs per cell')
-    run.add_argument('--seed', type=int, default=0)
+    run.add_argument('--runs', type=arguments.integer(1), default=2,
+                     help='runs per cell')
+    run.add_argument('--seed', type=arguments.integer(0), default=0)
     run.add_argument('--quick', action='store_true',
                      help='a small experiment for CI: %s' % json.dumps(QUICK))
     run.add_argument('--no-plots', action='store_true')
@@ -80,9 +91,6 @@ def _split(text):
 def cells(args):
     """(load, guest, index, mode, speed) of every run, in running order."""
     for load in _split(args.loads):
-        if load not in runner.LOADS:
-            raise SystemExit('unknown load %r: use %s' % (
-                load, ', '.join(runner.LOADS)))
         for guest in _split(args.guest):
             for index in range(args.runs):
                 for mode in _split(args.modes):
@@ -181,6 +189,11 @@ def main(argv=None):
     args = parse_args(argv)
     # Ctrl-C and SIGTERM unwind through every cleanup on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.command == 'run':
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as e:
+            return arguments.fail(PROG, e)
     if args.command == 'cleanup':
         cleanup(args)
     else:
@@ -188,4 +201,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
