@@ -17,7 +17,9 @@ constant state is kept while reading: per packet window (100, 200, 300,
 throughput of its windows; a count per inter-packet-time category of
 1 microsecond (1 millisecond from 10 ms up); and the indices of the packets
 that start a burst. Memory grows with the number of flows, not with the
-number of packets (bursts excepted: one 8-byte index per burst).
+number of packets (bursts excepted: one 8-byte index per burst), and
+:class:`FlowTable` keeps short flows small and forgets those that can no
+longer qualify.
 
 The window feature is the coefficient of variation of *throughput* per
 window of packets, as the paper's text defines it ("the variation
@@ -30,9 +32,11 @@ packets of a bulk flow holds about N full-size packets whatever its timing
 cannot give the TCP values of 0.4 to 1.2 of the paper's Table II.
 """
 
+import array
 import dataclasses
 import ipaddress
 import math
+import sys
 
 import numpy as np
 
@@ -46,6 +50,9 @@ FINE_IPT_LIMIT_US = 10000
 #: A CV of fewer complete windows is noise (two windows of a 2,000-packet
 #: flow can agree by chance); such a flow has no CV for that window.
 MIN_WINDOWS = 3
+#: Packets a flow has before it gets its full running state (see
+#: :class:`FlowTable`).
+PROMOTE_PACKETS = 64
 PROTOCOL_NAMES = {6: 'tcp', 17: 'udp'}
 PROTOCOL_NUMBERS = {name: number for number, name in PROTOCOL_NAMES.items()}
 _MIX = [np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
@@ -86,11 +93,15 @@ class FlowOptions(object):
         migration
     :param burst_gap: seconds of silence after which a packet starts a
         burst
+    :param idle_timeout: seconds of silence after which a flow of fewer
+        than ``min_packets`` packets is forgotten (a later packet of its
+        5-tuple starts a new flow); 0 keeps every flow to the end
     """
 
     tcp_only: bool = True
     min_packets: int = 1000
     burst_gap: float = 0.02
+    idle_timeout: float = 120.0
 
 
 @dataclasses.dataclass
@@ -146,7 +157,8 @@ class _FlowState(object):
         self.open = {w: None for w in WINDOWS}
         self.moments = {w: [0, 0.0, 0.0] for w in WINDOWS}
         self.ipt_counts = {}
-        self.burst_starts = []
+        # 8 bytes a burst, without an array object per batch.
+        self.burst_starts = array.array('q')
 
     def update(self, times, sizes, burst_gap_ns):
         gaps = np.diff(times, prepend=times[:1] if not self.packets
@@ -165,7 +177,8 @@ class _FlowState(object):
         if not self.packets:
             starts = np.union1d([0], starts)
         if len(starts):
-            self.burst_starts.append(starts + self.packets)
+            self.burst_starts.frombytes(
+                (starts + self.packets).astype(np.int64).tobytes())
         before = np.concatenate(([0], np.cumsum(sizes)))
         for window in WINDOWS:
             self._windows(window, times, before)
@@ -213,12 +226,26 @@ class _FlowState(object):
 
 
 class FlowTable(object):
-    """Accumulates packet batches into flows."""
+    """Accumulates packet batches into flows.
+
+    A flow's packets are kept as they came, 16 bytes each, until it has
+    :data:`PROMOTE_PACKETS` of them; only then are they replayed into the
+    full running state (kilobytes), which gives the same features as if it
+    had been kept from the first packet. Flows of fewer than
+    ``min_packets`` packets that have been silent for ``idle_timeout``
+    seconds (of capture time) are forgotten: they can no longer qualify.
+    Memory thus follows the flows open at once, not all the capture's.
+    """
 
     def __init__(self, options=None):
         self.options = options or FlowOptions()
         self.states = {}
+        #: 5-tuple -> bytearray of (time ns, wire length) int64 pairs
+        self.pending = {}
+        self.evicted = 0
         self._burst_gap_ns = int(self.options.burst_gap * 1e9)
+        self._idle_ns = int((self.options.idle_timeout or 0) * 1e9)
+        self._next_sweep = None
 
     def add(self, batch):
         """Fold one :class:`capture.PacketBatch` into the flows."""
@@ -250,23 +277,76 @@ class FlowTable(object):
         sizes = batch.wire_len[keep]
         order = np.argsort(inverse, kind='stable')
         bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
+        pairs = np.stack((times, sizes.astype(np.int64)), axis=1)[order]
         for flow, start in enumerate(first.tolist()):
             key = tuple(int(column[start]) for column in columns)
-            members = order[bounds[flow]:bounds[flow + 1]]
+            low, high = int(bounds[flow]), int(bounds[flow + 1])
             state = self.states.get(key)
             if state is None:
-                state = self.states[key] = _FlowState(int(times[members[0]]))
+                held = self.pending.get(key)
+                count = high - low + (len(held) // 16 if held else 0)
+                if count < PROMOTE_PACKETS:
+                    if held is None:
+                        self.pending[key] = bytearray(pairs[low:high])
+                    else:
+                        held += pairs[low:high].tobytes()
+                    continue
+                state = self.states[key] = self._promote(
+                    key, int(times[order[low]]))
+            members = order[low:high]
             state.update(times[members], sizes[members], self._burst_gap_ns)
+        # The median, so that one absurd timestamp evicts nothing.
+        self._sweep(int(np.median(times)))
+
+    def _promote(self, key, first_ns=None):
+        """The full state of a flow, from the packets held for it."""
+        held = self.pending.pop(key, None)
+        if not held:
+            return _FlowState(first_ns)
+        pairs = np.frombuffer(held, dtype=np.int64).reshape(-1, 2)
+        state = _FlowState(int(pairs[0, 0]))
+        state.update(pairs[:, 0].copy(), pairs[:, 1].copy(),
+                     self._burst_gap_ns)
+        return state
+
+    def _sweep(self, now):
+        """Forget the flows that can no longer qualify.
+
+        Every quarter of the idle timeout of capture time: a sweep looks at
+        every flow, so it must not run at every batch.
+        """
+        if not self._idle_ns:
+            return
+        if self._next_sweep is None:
+            self._next_sweep = now + self._idle_ns // 4
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._idle_ns // 4
+        horizon = now - self._idle_ns
+        minimum = self.options.min_packets
+        stale = [key for key, held in self.pending.items()
+                 if len(held) // 16 < minimum and
+                 int.from_bytes(held[-16:-8], sys.byteorder,
+                                signed=True) < horizon]
+        for key in stale:
+            del self.pending[key]
+        idle = [key for key, state in self.states.items()
+                if state.packets < minimum and state.last_ns < horizon]
+        for key in idle:
+            del self.states[key]
+        self.evicted += len(stale) + len(idle)
 
     def flows(self):
         """Return :class:`FlowFeatures` of every flow long enough."""
+        for key in [key for key, held in self.pending.items()
+                    if len(held) // 16 >= self.options.min_packets]:
+            self.states[key] = self._promote(key)
         result = []
         for key, state in self.states.items():
             if state.packets < self.options.min_packets:
                 continue
             ports, src_hi, src_lo, dst_hi, dst_lo = key
-            starts = (np.concatenate(state.burst_starts)
-                      if state.burst_starts else np.zeros(0, np.int64))
+            starts = np.frombuffer(state.burst_starts, dtype=np.int64).copy()
             result.append(FlowFeatures(
                 key=FlowKey(_proto_name(ports >> 32),
                             _address(src_hi, src_lo),

@@ -64,6 +64,11 @@ def parse_args(argv):
     parser.add_argument('--burst-gap-ms', type=arguments.number(0.001),
                         default=20.0,
                         help='silence that starts a burst (default 20 ms)')
+    parser.add_argument('--idle-timeout', type=arguments.number(0),
+                        default=120.0, metavar='SECONDS',
+                        help='forget a flow of fewer than --min-packets '
+                             'packets after this much silence (default '
+                             '120; 0 keeps every flow to the end)')
     parser.add_argument('--seed', type=arguments.integer(0), default=0,
                         help='seed of the 80/20 training split')
     parser.add_argument('--folds', type=arguments.integer(2), metavar='K',
@@ -128,7 +133,8 @@ def main(argv=None):
                         format='nova-stealth-audit: %(message)s')
     options = flow_lib.FlowOptions(tcp_only=not args.all_protocols,
                                    min_packets=args.min_packets,
-                                   burst_gap=args.burst_gap_ms / 1000.0)
+                                   burst_gap=args.burst_gap_ms / 1000.0,
+                                   idle_timeout=args.idle_timeout)
     if args.build_templates:
         return build_templates(args, options)
     try:
@@ -157,7 +163,8 @@ def main(argv=None):
                            'error': r.error} for r in readers]
     report['options'] = {'tcp_only': options.tcp_only,
                          'min_packets': options.min_packets,
-                         'burst_gap_ms': args.burst_gap_ms}
+                         'burst_gap_ms': args.burst_gap_ms,
+                         'idle_timeout_s': options.idle_timeout}
     try:
         plots = _write(args, flows, labels, report, detectors)
     except OSError as e:
