@@ -186,19 +186,38 @@ class SourceSession(object):
             if self.chaff:
                 self.chaff.migration_ended()
             self._wait_drained()
-            self._stop_modulator()
+            self._step('stopping the modulator', self._stop_modulator)
             self._tail = threading.Thread(
                 target=self._finish_tail, daemon=True,
                 name='nova-stealth-tail-%s' % self.migration_id)
             self._tail.start()
 
     def abort(self):
-        """Stop the chaff and remove the shaping now; idempotent."""
+        """Stop the chaff and remove the shaping now; idempotent.
+
+        Each step is tried whatever became of the one before (a dead
+        privsep daemon must not keep the chaff going, nor the chaff's
+        failure keep the class); a failed step is logged and left to the
+        node's periodic sweep.
+
+        :returns: True when every step succeeded
+        """
         with self._lock:
+            done = True
             if self.chaff:
-                self.chaff.stop()
-            self._stop_modulator()
-            self._remove_shaping()
+                done &= self._step('stopping the chaff', self.chaff.stop)
+            done &= self._step('stopping the modulator', self._stop_modulator)
+            done &= self._step('removing the shaping', self._remove_shaping)
+            return done
+
+    def _step(self, what, action):
+        try:
+            action()
+        except Exception:
+            LOG.exception('Migration %s: %s failed; the periodic sweep '
+                          'retries it', self.migration_id, what)
+            return False
+        return True
 
     def close(self, timeout=None):
         """Wait for the ramp-down after :meth:`finish`; True when done."""
@@ -238,9 +257,11 @@ class SourceSession(object):
             self.sleep(0.02)
 
     def _stop_modulator(self):
-        if self.modulator is not None:
-            self.report = self.shaper.stop_modulator(self.modulator)
-            self.modulator = None
+        modulator, self.modulator = self.modulator, None
+        if modulator is not None:
+            # Forgotten even if the stop fails: the sweep stops it by its
+            # name, the migration's id.
+            self.report = self.shaper.stop_modulator(modulator)
 
     def _remove_shaping(self):
         if not self._closed:
@@ -268,7 +289,7 @@ class SourceSession(object):
         try:
             if self.chaff:
                 self.chaff.wait(self.chaff.schedule.tail + 10.0)
-                self.chaff.stop()
+                self._step('stopping the chaff', self.chaff.stop)
         finally:
             with self._lock:
-                self._remove_shaping()
+                self._step('removing the shaping', self._remove_shaping)

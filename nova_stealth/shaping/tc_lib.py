@@ -134,7 +134,11 @@ class Shaper(object):
                     record['ifindex'], tree.ROOT_HANDLE, session['prio'],
                     protocol, keys, session['classid'])
             except Exception:
-                self._remove_locked(ifname, record, session_id)
+                try:
+                    self._remove_locked(ifname, record, session_id)
+                except Exception:
+                    LOG.exception('Could not undo the shaping of migration '
+                                  '%s; the sweep retries it', session_id)
                 raise
             LOG.info('Shaping migration %s to [%s]:%d on %s in class %s',
                      session_id, peer, port, ifname,
@@ -156,11 +160,18 @@ class Shaper(object):
                     return True
         return False
 
-    def sweep(self, everything=False):
+    def sweep(self, everything=False, keep=None):
         """Remove what processes that died left: sessions and trees.
+
+        Also finishes teardowns that failed part-way (a tree whose last
+        session is gone, a saved root qdisc not yet put back). A session
+        that cannot be removed is logged and left for the next sweep.
 
         :param everything: remove every recorded session, whoever made it
             (for a service starting again: nothing before it is in use)
+        :param keep: remove every recorded session but these ids (the
+            migrations a running service owns); its modulator, if it still
+            runs, is stopped first
         :returns: the ids of the sessions removed
         """
         removed = []
@@ -173,15 +184,30 @@ class Shaper(object):
                     self._remove_unrecorded_tree(ifname)
                     continue
                 orphans = [sid for sid, s in record['sessions'].items()
-                           if everything or not state.is_alive(s['owner'])]
+                           if everything or not state.is_alive(s['owner']) or
+                           (keep is not None and sid not in keep)]
                 for session_id in orphans:
-                    LOG.warning('Removing shaping of migration %s left by '
-                                'process %d', session_id,
+                    LOG.warning('Removing shaping of migration %s, which no '
+                                'live migration of process %d owns',
+                                session_id,
                                 record['sessions'][session_id]['owner']['pid'])
-                    self._remove_locked(ifname, record, session_id)
+                    try:
+                        if keep is not None:
+                            self.kernel.stop_modulator(session_id)
+                        self._remove_locked(ifname, record, session_id)
+                    except Exception:
+                        LOG.exception('Could not remove the shaping of '
+                                      'migration %s; trying again at the '
+                                      'next sweep', session_id)
+                        continue
                     removed.append(session_id)
                 if not record['sessions'] and not orphans:
-                    self._teardown_locked(ifname, record)
+                    try:
+                        self._teardown_locked(ifname, record)
+                    except Exception:
+                        LOG.exception('Could not remove the shaping tree '
+                                      'from %s; trying again at the next '
+                                      'sweep', ifname)
         return removed
 
     def start_modulator(self, session, policy_name, policy_kwargs, tick_s,
@@ -293,10 +319,25 @@ class Shaper(object):
                 protocol, keys, tree.handle(tree.CHAFF_MINOR))
 
     def _remove_locked(self, ifname, record, session_id):
+        # Each step is tried whatever became of the other; the session
+        # stays recorded until both are done, so a sweep finishes the job.
         session = record['sessions'][session_id]
-        self.kernel.delete_filters(record['ifindex'], tree.ROOT_HANDLE,
-                                   session['prio'], session['protocol'])
-        self.kernel.delete_class(record['ifindex'], session['classid'])
+        failed = []
+        for what, step, args in (
+                ('filter', self.kernel.delete_filters,
+                 (record['ifindex'], tree.ROOT_HANDLE, session['prio'],
+                  session['protocol'])),
+                ('class', self.kernel.delete_class,
+                 (record['ifindex'], session['classid']))):
+            try:
+                step(*args)
+            except Exception as e:
+                LOG.error('Could not remove the %s of migration %s from '
+                          '%s: %s', what, session_id, ifname, e)
+                failed.append('%s: %s' % (what, e))
+        if failed:
+            raise exception.ShapingError(ifname=ifname,
+                                         reason='; '.join(failed))
         del record['sessions'][session_id]
         LOG.info('Removed shaping of migration %s from %s', session_id,
                  ifname)
@@ -306,9 +347,18 @@ class Shaper(object):
             self._teardown_locked(ifname, record)
 
     def _teardown_locked(self, ifname, record):
+        # The record goes only once the root qdisc it saved is back: until
+        # then a sweep tries again (deleting a root already gone is a no-op).
         self.kernel.delete_root(record['ifindex'], tree.ROOT_HANDLE)
         if record['prior']:
-            self.kernel.replay_tc(record['ifindex'],
-                                  _snapshot_from_record(record['prior']))
+            try:
+                self.kernel.replay_tc(record['ifindex'],
+                                      _snapshot_from_record(record['prior']))
+            except Exception as e:
+                state.save(self.state_dir, ifname, record)
+                LOG.error('Could not put back the root qdisc saved on %s '
+                          '(%s); the device is left with the kernel\'s '
+                          'default until a sweep manages it', ifname, e)
+                raise
         state.delete(self.state_dir, ifname)
         LOG.info('Removed the shaping tree from %s', ifname)

@@ -130,6 +130,11 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
             except Exception:
                 # The resources must still be reported; leases also expire.
                 LOG.exception('Could not release abandoned migration ports')
+            try:
+                self.stealth.sweep_unowned()
+            except Exception:
+                LOG.exception('Could not sweep shaping that no migration '
+                              'owns')
         return data
 
     # Pre-checks ----------------------------------------------------------

@@ -68,6 +68,9 @@ class StealthNode(object):
             group.port_lease_seconds, clock=clock,
             excluded=group.chaff_ports)
         self.outgoing = {}
+        #: Sessions past finish() whose chaff still ramps down, and those
+        #: whose abort left something behind: theirs until the sweep.
+        self._ending = {}
         self._seen_incoming = set()
         self._lock = threading.Lock()
 
@@ -146,6 +149,9 @@ class StealthNode(object):
         """Drain, then ramp the chaff down and unshape in the background."""
         with self._lock:
             session = self.outgoing.pop(instance_uuid, None)
+            if session is not None:
+                # In one step, so that no sweep sees it owned by nobody.
+                self._ending[instance_uuid] = session
         if session is not None:
             try:
                 session.finish()
@@ -154,10 +160,43 @@ class StealthNode(object):
                 raise
 
     def abort_outgoing(self, instance_uuid):
-        """Remove an outgoing migration's shaping and chaff now."""
+        """Remove an outgoing migration's shaping and chaff now.
+
+        Each step is tried on its own; what fails is logged and left to
+        :meth:`sweep_unowned`.
+        """
         with self._lock:
             session = self.outgoing.pop(instance_uuid, None)
         if session is not None:
-            session.abort()
-            LOG.info('Removed the shaping and chaff of instance %s',
-                     instance_uuid)
+            if session.abort():
+                LOG.info('Removed the shaping and chaff of instance %s',
+                         instance_uuid)
+            else:
+                with self._lock:
+                    self._ending[instance_uuid] = session
+
+    def sweep_unowned(self):
+        """Remove shaping that no live migration of this service owns.
+
+        The periodic backstop (the driver's resource update calls it): a
+        teardown that failed part-way (a dead privsep daemon, a netlink
+        error) is retried, and sessions whose chaff ramp-down is over are
+        forgotten.
+
+        :returns: the ids of the sessions whose shaping was removed
+        """
+        with self._lock:
+            ending = list(self._ending.items())
+        for uuid, session in ending:
+            # Once its ramp-down is over, a session's abort only retries
+            # what failed (stopping the chaff or the modulator).
+            if session.close(timeout=0) and session.abort():
+                with self._lock:
+                    self._ending.pop(uuid, None)
+        with self._lock:
+            owned = set(self.outgoing) | set(self._ending)
+        removed = self.shaper.sweep(keep=owned)
+        if removed:
+            LOG.warning('Removed shaping that no live migration owned: %s',
+                        sorted(removed))
+        return removed

@@ -21,6 +21,7 @@ from nova_stealth import conf
 from nova_stealth import exception
 from nova_stealth.ports import leases as leases_lib
 from nova_stealth.shaping import state
+from nova_stealth.shaping import tree
 from nova_stealth.virt import node as node_lib
 
 
@@ -126,3 +127,79 @@ def test_a_restart_survives_a_bad_shaping_record(node, text):
     assert again.backend.installed() == {}
     assert state.devices(again.state_dir) == []
     assert again.shaper.install('vm-3', '198.18.1.2', 61235, 8.0)['slot'] == 0
+
+
+@pytest.fixture
+def quiet_node(tmp_path):
+    """A node without chaff, so migrations start at once."""
+    group = conf.load_group(state_dir=str(tmp_path), backend='recording',
+                            chaff_enabled=False)
+    yield node_lib.StealthNode(group, 'teardown-host')
+    recording.RecordingBackend.forget_hosts()
+
+
+def fail(*_args, **_kwargs):
+    raise OSError(32, 'Broken pipe (the privsep daemon is gone)')
+
+
+def test_a_failed_modulator_stop_does_not_keep_the_shaping(quiet_node,
+                                                           monkeypatch,
+                                                           caplog):
+    quiet_node.start_outgoing('vm-1', '198.18.1.2', 61234, 1 << 30)
+    monkeypatch.setattr(quiet_node.backend, 'stop_modulator', fail)
+    quiet_node.abort_outgoing('vm-1')
+    assert quiet_node.backend.installed() == {}
+    assert state.devices(quiet_node.state_dir) == []
+    assert any('stopping the modulator failed' in r.getMessage()
+               for r in caplog.records if r.levelname == 'ERROR')
+
+
+def test_the_periodic_sweep_finishes_a_failed_teardown(quiet_node,
+                                                       monkeypatch):
+    quiet_node.start_outgoing('vm-1', '198.18.1.2', 61234, 1 << 30)
+    quiet_node.start_outgoing('vm-2', '198.18.1.2', 61235, 1 << 30)
+    with monkeypatch.context() as patch:
+        patch.setattr(quiet_node.backend, 'delete_filters', fail)
+        quiet_node.abort_outgoing('vm-1')
+    # The modulator is stopped; the class and filter are still there.
+    assert quiet_node.backend.modulator_report('vm-1') is None
+    classes = quiet_node.backend.installed()[2]['classes']
+    assert tree.handle(tree.session_minor(0)) in classes
+    # vm-2 is still migrating: the sweep leaves it.
+    assert quiet_node.sweep_unowned() == ['vm-1']
+    classes = quiet_node.backend.installed()[2]['classes']
+    assert tree.handle(tree.session_minor(0)) not in classes
+    assert tree.handle(tree.session_minor(1)) in classes
+    assert quiet_node.backend.modulator_report('vm-2')['running']
+    quiet_node.abort_outgoing('vm-2')
+    assert quiet_node.backend.installed() == {}
+    assert quiet_node.sweep_unowned() == []
+
+
+def test_the_sweep_stops_a_modulator_nobody_owns(quiet_node):
+    session = quiet_node.shaper.install('lost', '198.18.1.2', 61236, 4.0)
+    quiet_node.shaper.start_modulator(
+        session, 'constant',
+        {'min_rate': 1.0, 'max_rate': 16.0, 'start_rate': 3.0}, 0.01)
+    assert quiet_node.sweep_unowned() == ['lost']
+    assert quiet_node.backend.modulator_report('lost') is None
+    assert quiet_node.backend.installed() == {}
+
+
+def test_a_failed_restore_of_the_root_is_retried(quiet_node, monkeypatch):
+    kernel = quiet_node.backend
+    quiet_node.start_outgoing('vm-1', '198.18.1.2', 61234, 1 << 30)
+    record = state.load(quiet_node.state_dir, 'stealth0')
+    record['prior'] = {'qdiscs': [], 'classes': [], 'filters': []}
+    state.save(quiet_node.state_dir, 'stealth0', record)
+    with monkeypatch.context() as patch:
+        patch.setattr(kernel, 'replay_tc', fail)
+        quiet_node.abort_outgoing('vm-1')
+    assert kernel.installed() == {}
+    assert state.devices(quiet_node.state_dir) == ['stealth0']
+    replayed = []
+    monkeypatch.setattr(kernel, 'replay_tc',
+                        lambda index, snapshot: replayed.append(index))
+    quiet_node.sweep_unowned()
+    assert replayed == [2]
+    assert state.devices(quiet_node.state_dir) == []
