@@ -2,8 +2,15 @@
 # shellcheck shell=bash
 # devstack plugin for nova_stealth: installs it, makes nova-compute load
 # StealthLibvirtDriver with the [stealth] options of devstack/settings,
-# runs the chaff responder on compute nodes, and removes all shaping and
-# port leases at unstack.
+# runs the chaff responder on compute nodes, removes all shaping and port
+# leases at unstack (after stopping nova-compute) and its state at clean.
+#
+# Options go into $NOVA_CONF, not $NOVA_CPU_CONF: devstack's
+# start_nova_compute (lib/nova) makes $NOVA_CPU_CONF by copying $NOVA_CONF
+# after the post-config phase, then merges local.conf's
+# [[post-config|$NOVA_CPU_CONF]] over it, so anything a plugin writes into
+# $NOVA_CPU_CONF at post-config is lost, and an operator's local.conf still
+# wins over ours.
 #
 # The functions used here (pip_install, iniset, run_process, stop_process,
 # is_service_enabled, echo_summary) come from devstack.
@@ -19,15 +26,15 @@ function configure_nova_stealth {
     sudo install -m 644 \
         "$NOVA_STEALTH_DIR/etc/nova/rootwrap.d/nova-stealth.filters" \
         "$NOVA_CONF_DIR/rootwrap.d/nova-stealth.filters"
-    iniset "$NOVA_CPU_CONF" DEFAULT compute_driver stealth.StealthLibvirtDriver
+    iniset "$NOVA_CONF" DEFAULT compute_driver stealth.StealthLibvirtDriver
     # QEMU's own limiter must not pace the migration (0: unlimited).
-    iniset "$NOVA_CPU_CONF" libvirt live_migration_bandwidth 0
-    iniset "$NOVA_CPU_CONF" libvirt live_migration_tunnelled False
-    iniset "$NOVA_CPU_CONF" stealth state_dir "$NOVA_STEALTH_STATE_DIR"
-    iniset "$NOVA_CPU_CONF" stealth require_stealth "$NOVA_STEALTH_REQUIRE"
-    iniset "$NOVA_CPU_CONF" stealth rate_policy "$NOVA_STEALTH_RATE_POLICY"
-    iniset "$NOVA_CPU_CONF" stealth chaff_ports "$NOVA_STEALTH_CHAFF_PORTS"
-    iniset "$NOVA_CPU_CONF" stealth chaff_peer_networks \
+    iniset "$NOVA_CONF" libvirt live_migration_bandwidth 0
+    iniset "$NOVA_CONF" libvirt live_migration_tunnelled False
+    iniset "$NOVA_CONF" stealth state_dir "$NOVA_STEALTH_STATE_DIR"
+    iniset "$NOVA_CONF" stealth require_stealth "$NOVA_STEALTH_REQUIRE"
+    iniset "$NOVA_CONF" stealth rate_policy "$NOVA_STEALTH_RATE_POLICY"
+    iniset "$NOVA_CONF" stealth chaff_ports "$NOVA_STEALTH_CHAFF_PORTS"
+    iniset "$NOVA_CONF" stealth chaff_peer_networks \
         "$NOVA_STEALTH_PEER_NETWORKS"
 }
 
@@ -42,8 +49,24 @@ function start_nova_stealth {
 
 function stop_nova_stealth {
     stop_process n-stealth
-    # nova-compute is stopped by now: nothing of ours is in use.
-    sudo "$(command -v nova-stealth-cleanup)" --config-file "$NOVA_CPU_CONF"
+    # devstack's unstack.sh runs this phase before stop_nova: stop
+    # nova-compute first (stop_nova does it again, harmlessly), so that
+    # nothing the sweep removes is in use by a migration.
+    if is_service_enabled n-cpu; then
+        stop_process n-cpu
+    fi
+    # Read both files as nova-compute does: state_dir is in $NOVA_CONF,
+    # which $NOVA_CPU_CONF (if stack.sh got that far) copies and overrides.
+    local files=(--config-file "$NOVA_CONF")
+    if [[ -f "$NOVA_CPU_CONF" ]]; then
+        files+=(--config-file "$NOVA_CPU_CONF")
+    fi
+    sudo "$(command -v nova-stealth-cleanup)" "${files[@]}"
+}
+
+function clean_nova_stealth {
+    sudo rm -rf "$NOVA_STEALTH_STATE_DIR"
+    sudo rm -f "$NOVA_CONF_DIR/rootwrap.d/nova-stealth.filters"
 }
 
 if is_service_enabled n-stealth; then
@@ -59,5 +82,9 @@ if is_service_enabled n-stealth; then
     fi
     if [[ "$1" == "unstack" ]]; then
         stop_nova_stealth
+    fi
+    if [[ "$1" == "clean" ]]; then
+        # clean.sh has run unstack.sh (and so the sweep) already.
+        clean_nova_stealth
     fi
 fi

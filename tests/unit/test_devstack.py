@@ -16,38 +16,108 @@ devstack's functions; shellcheck on every script.
 import pathlib
 import subprocess
 
+from oslo_config import cfg
 import pytest
+
+from nova_stealth import conf as stealth_conf
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPTS = ['devstack/plugin.sh', 'devstack/settings', 'tools/setup-host.sh',
            'tools/setup-nova-env.sh', 'tools/run-tests.sh',
            'tools/run-testbed.sh', '.ci/run']
 
-DEVSTACK_STUBS = '''
+DEVSTACK = ROOT / 'tests' / 'unit' / 'devstack'
+
+# What stack.sh and unstack.sh do around the plugin, in their order, with
+# devstack's own ini and local.conf functions (tests/unit/devstack). Only
+# what cannot run here is a stand-in: services, packages and sudo are
+# recorded, one line each, on stdout.
+DEVSTACK_RUN = r"""
 set -eu
-DEST=/opt/stack DATA_DIR=/opt/stack/data HOST_IP=198.18.0.10
-STACK_USER=stack NOVA_CONF_DIR=/etc/nova NOVA_CPU_CONF=/etc/nova/nova-cpu.conf
-SERVICES=""
+TOP_DIR=$1 DEST=/opt/stack DATA_DIR=$1/data HOST_IP=198.18.0.10
+STACK_USER=stack NOVA_CONF_DIR=$1/etc NOVA_CONF=$1/etc/nova.conf
+NOVA_CPU_CONF=$1/etc/nova-cpu.conf
+shift
+mkdir -p "$NOVA_CONF_DIR"
+# devstack installs gawk (files/debs/general); its local.conf parser needs
+# it, and bindep.txt lists it for these tests.
+CONFIG_AWK_CMD=gawk
+source {devstack}/ini-config
+source {devstack}/meta-config
+SERVICES="n-cpu"
 enable_service() { SERVICES="$SERVICES $*"; }
 is_service_enabled() { [[ " $SERVICES " == *" $1 "* ]]; }
 echo_summary() { :; }
-record() { printf '%s\\n' "$*"; }
+die() { echo "die $*" >&2; exit 1; }
+warn() { echo "warn $*" >&2; }
+record() { printf '%s\n' "$*"; }
 pip_install() { record pip_install "$@"; }
-iniset() { record iniset "$@"; }
 run_process() { record run_process "$@"; }
 stop_process() { record stop_process "$@"; }
 sudo() { record sudo "$@"; }
 command() { echo "/usr/local/bin/$2"; }
 source {root}/devstack/settings
-source {root}/devstack/plugin.sh "$@"
-'''
+
+# lib/nova_plugins/hypervisor-libvirt, from create_nova_conf.
+iniset $NOVA_CONF DEFAULT compute_driver "libvirt.LibvirtDriver"
+
+# lib/nova start_nova_compute, the lines that make nova-cpu.conf.
+start_nova_compute() {
+    local compute_cell_conf=$NOVA_CONF
+    cp $compute_cell_conf $NOVA_CPU_CONF
+    merge_config_file $TOP_DIR/local.conf post-config '$NOVA_CPU_CONF'
+}
+
+for phase in "$@"; do
+    case $phase in
+        post-config)
+            source {root}/devstack/plugin.sh stack post-config
+            merge_config_group $TOP_DIR/local.conf post-config ;;
+        start-compute)
+            start_nova_compute ;;
+        *)
+            source {root}/devstack/plugin.sh $phase ;;
+    esac
+done
+"""
+
+LOCAL_CONF = """
+[[post-config|$NOVA_CONF]]
+[stealth]
+require_stealth = True
+
+[[post-config|$NOVA_CPU_CONF]]
+[stealth]
+rate_policy = constant
+"""
 
 
-def run_phase(*phase):
-    return subprocess.run(
-        ['bash', '-c', DEVSTACK_STUBS.replace('{root}', str(ROOT)),
-         'plugin'] + list(phase),
-        check=True, capture_output=True, text=True).stdout.splitlines()
+def run_devstack(tmp_path, *phases):
+    """Run devstack's phases; return the recorded commands."""
+    (tmp_path / 'local.conf').write_text(LOCAL_CONF)
+    script = DEVSTACK_RUN.replace('{root}', str(ROOT)).replace(
+        '{devstack}', str(DEVSTACK))
+    result = subprocess.run(
+        ['bash', '-c', script, 'devstack', str(tmp_path)] + list(phases),
+        check=True, capture_output=True, text=True)
+    # merge_config_file's pipeline hides its errors from the status; gawk
+    # warns about devstack's own `\#` whatever the plugin does.
+    assert [line for line in result.stderr.splitlines()
+            if 'regexp escape sequence' not in line] == []
+    return result.stdout.splitlines()
+
+
+def nova_compute_conf(*paths):
+    """The options nova-compute reads from ``paths``, and stealth's."""
+    conf = cfg.ConfigOpts()
+    conf.register_opts([cfg.StrOpt('compute_driver')])
+    conf.register_opts([cfg.IntOpt('live_migration_bandwidth'),
+                        cfg.BoolOpt('live_migration_tunnelled')],
+                       group='libvirt')
+    stealth_conf.register_opts(conf)
+    conf([arg for path in paths for arg in ('--config-file', str(path))],
+         default_config_files=[])
+    return conf
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
@@ -57,32 +127,58 @@ def test_shellcheck_clean(script):
     assert result.returncode == 0, result.stdout
 
 
-def test_install_is_a_wheel_not_a_develop_install():
-    assert run_phase('stack', 'install') == [
+def test_install_is_a_wheel_not_a_develop_install(tmp_path):
+    assert run_devstack(tmp_path, 'stack install') == [
         'pip_install /opt/stack/nova_stealth']
 
 
-def test_post_config_loads_the_driver_with_its_options():
-    calls = run_phase('stack', 'post-config')
-    conf = '/etc/nova/nova-cpu.conf'
-    for expected in (
-            'iniset %s DEFAULT compute_driver stealth.StealthLibvirtDriver',
-            'iniset %s libvirt live_migration_bandwidth 0',
-            'iniset %s libvirt live_migration_tunnelled False',
-            'iniset %s stealth state_dir /opt/stack/data/nova_stealth',
-            'iniset %s stealth require_stealth False',
-            'iniset %s stealth chaff_peer_networks 198.18.0.10/24'):
-        assert expected % conf in calls
+def test_nova_compute_runs_the_driver_with_its_options(tmp_path):
+    # post-config, then start_nova_compute's copy of nova.conf over
+    # nova-cpu.conf: what nova-compute reads at the end.
+    calls = run_devstack(tmp_path, 'post-config', 'start-compute')
+    conf = nova_compute_conf(tmp_path / 'etc' / 'nova-cpu.conf')
+    stealth_conf.validate(conf)
+    assert conf.compute_driver == 'stealth.StealthLibvirtDriver'
+    assert conf.libvirt.live_migration_bandwidth == 0
+    assert conf.libvirt.live_migration_tunnelled is False
+    group = conf.stealth
+    assert group.state_dir == str(tmp_path / 'data' / 'nova_stealth')
+    # devstack's default $HOST_IP/24 is the network of the compute nodes.
+    assert group.chaff_peer_networks == ['198.18.0.0/24']
+    assert group.chaff_ports == range(61500, 61504)
+    # The operator's local.conf wins over the plugin, in both files.
+    assert group.require_stealth is True
+    assert group.rate_policy == 'constant'
+    filters = tmp_path / 'etc' / 'rootwrap.d' / 'nova-stealth.filters'
     assert any(c.startswith('sudo install -m 644 ') and
-               c.endswith('/etc/nova/rootwrap.d/nova-stealth.filters')
-               for c in calls)
+               c.endswith(' %s' % filters) for c in calls)
 
 
-def test_extra_starts_the_responder_and_unstack_cleans_up():
-    assert run_phase('stack', 'extra') == [
+def test_extra_starts_the_responder(tmp_path):
+    assert run_devstack(tmp_path, 'stack extra') == [
         'run_process n-stealth /usr/local/bin/nova-stealth-chaff-responder '
         '--ports 61500-61503 --peer-network 198.18.0.10/24']
-    assert run_phase('unstack') == [
-        'stop_process n-stealth',
-        'sudo /usr/local/bin/nova-stealth-cleanup --config-file '
-        '/etc/nova/nova-cpu.conf']
+
+
+def test_unstack_sweeps_after_nova_compute_stops(tmp_path):
+    calls = run_devstack(tmp_path, 'post-config', 'start-compute', 'unstack')
+    cleanup = [c for c in calls if 'nova-stealth-cleanup' in c]
+    assert len(cleanup) == 1
+    # unstack.sh runs the plugins' unstack before stop_nova: the plugin
+    # stops nova-compute itself before sweeping.
+    assert calls.index('stop_process n-cpu') < calls.index(cleanup[0])
+    assert calls.index('stop_process n-stealth') < calls.index(cleanup[0])
+    # The sweep reads the configuration that holds the plugin's state_dir.
+    words = cleanup[0].split()
+    assert words[:2] == ['sudo', '/usr/local/bin/nova-stealth-cleanup']
+    paths = [words[i + 1] for i, word in enumerate(words)
+             if word == '--config-file']
+    group = stealth_conf.load_group(paths)
+    assert group.state_dir == str(tmp_path / 'data' / 'nova_stealth')
+
+
+def test_clean_removes_the_state_and_the_filter(tmp_path):
+    assert run_devstack(tmp_path, 'clean') == [
+        'sudo rm -rf %s' % (tmp_path / 'data' / 'nova_stealth'),
+        'sudo rm -f %s' % (tmp_path / 'etc' / 'rootwrap.d' /
+                           'nova-stealth.filters')]
