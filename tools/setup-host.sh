@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Sourced by run-tests.sh and run-testbed.sh: check for root, install the
-# Debian packages nova_stealth's tests and testbed need, and a virtualenv
-# (.venv) with nova_stealth and its requirements.
+# Debian packages of bindep.txt, and a virtualenv (.venv) with nova_stealth,
+# its requirements and the extras the tests and the testbed use. $PYTHON
+# (default python3 on PATH) makes the virtualenvs; /usr/bin/python3, the
+# system's own, works once python3-venv is installed.
 set -euo pipefail
+PYTHON=${PYTHON:-python3}
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "$(basename "$0"): run as root; the tests and the testbed make" \
@@ -10,12 +13,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# iproute2: ip netns, veth, tc; ethtool: offloads off so captures hold
-# wire-sized packets; iperf3: throughput of unshaped traffic;
-# tcpdump: the adversary's captures; qemu-system-x86: the testbed's VMs;
-# git: pbr reads the version from the history; shellcheck: the devstack
-# plugin and these scripts are checked.
-DEBIAN_PACKAGES="iproute2 ethtool iperf3 tcpdump qemu-system-x86 git shellcheck"
+# The names of bindep.txt's [platform:dpkg] lines (bindep's own form, read
+# without bindep, which is not packaged for Debian 12).
+DEBIAN_PACKAGES=$(sed -n 's/^\([a-z0-9][a-z0-9.+-]*\) *\[.*platform:dpkg.*\].*/\1/p' \
+    bindep.txt)
 missing=""
 for pkg in $DEBIAN_PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null |
@@ -28,7 +29,8 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing
 fi
 
-python3 -m venv .venv
+"$PYTHON" -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check \
     -r requirements.txt -r test-requirements.txt
-.venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+# The tests and the testbed run the audit: its extras too.
+.venv/bin/pip install -q --disable-pip-version-check -e '.[audit,testbed]'

@@ -12,6 +12,8 @@
 """What installing nova_stealth puts into Nova's package, and the shim."""
 
 from importlib import metadata
+import subprocess
+import sys
 import unittest
 
 from nova.virt.libvirt import driver as libvirt_driver
@@ -35,6 +37,21 @@ class TestInstalledFiles(unittest.TestCase):
                       stealth.StealthLibvirtDriver)
         self.assertTrue(issubclass(stealth.StealthLibvirtDriver,
                                    libvirt_driver.LibvirtDriver))
+
+
+class TestComputeNodeDependencies(unittest.TestCase):
+
+    def test_the_driver_imports_no_analysis_package(self):
+        # As nova-compute loads it, in a process of its own; the rest of
+        # the driver's path is checked in tests/unit/test_dependencies.py.
+        script = ('import sys\n'
+                  'import nova.virt.stealth\n'
+                  'import nova_stealth.virt.driver\n'
+                  'print(sorted({m.split(".")[0] for m in sys.modules} & '
+                  '{"sklearn", "scipy", "matplotlib", "tqdm"}))\n')
+        result = subprocess.run([sys.executable, '-c', script],
+                                capture_output=True, text=True, check=True)
+        self.assertEqual('[]', result.stdout.strip())
 
 
 class TestConnectAddress(unittest.TestCase):
