@@ -24,6 +24,7 @@ import numpy as np
 from sklearn import metrics
 from sklearn import model_selection
 
+from nova_stealth.analysis import battery
 from nova_stealth.analysis import detectors as detector_lib
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import stats
@@ -150,6 +151,20 @@ def chi_square_table(flows, labels):
     return rows
 
 
+def run_battery(flows, labels, seed=0, groups=None):
+    """The attacker battery on labelled flows (JSON-ready results).
+
+    A migration's kind is its mode (``native`` trains the paper's way).
+    Without ``groups`` (a run name per flow), each flow is its own group.
+    """
+    samples = [battery.Sample(flow, label, kind,
+                              kind if label == 'migration' else None,
+                              groups[i] if groups else str(flow.key), 'all')
+               for i, (flow, (label, kind)) in enumerate(zip(flows, labels))]
+    found = battery.run(samples, seed=seed)
+    return {'results': found['results'], 'notes': found['notes']}
+
+
 def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None):
     """Score flows; return (report dict, {name: detector}).
 
@@ -238,6 +253,7 @@ def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None):
                 [labels[i] for i in chosen]))
         report['detectors'][name] = summary
     if labels:
+        report['battery'] = run_battery(flows, labels, seed)
         report['chi_square'] = chi_square_table(flows, labels)
         report['cv_table'] = stats.cv_table(_groups(flows, labels),
                                             flow_lib.WINDOWS)

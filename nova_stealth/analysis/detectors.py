@@ -204,7 +204,11 @@ class MaxEntDetector(base.ClassifierMixin, base.BaseEstimator):
 
 def detector_from_dict(data):
     """Rebuild any detector saved with ``to_dict``."""
-    kinds = {'pattern': PatternMatchingDetector, 'maxent': MaxEntDetector}
+    # Imported here: the boosted detector builds on this module's names.
+    from nova_stealth.analysis import boosting
+
+    kinds = {'pattern': PatternMatchingDetector, 'maxent': MaxEntDetector,
+             'gbm': boosting.GradientBoostingDetector}
     if data.get('kind') not in kinds:
         raise ValueError('unknown detector kind %r' % data.get('kind'))
     return kinds[data['kind']].from_dict(data)

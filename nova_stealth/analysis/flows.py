@@ -16,7 +16,11 @@ constant state is kept while reading: per packet window (100, 200, 300,
 500, 1000, 2000 and 3000 packets) the count, sum and sum of squares of the
 throughput of its windows; a count per inter-packet-time category of
 1 microsecond (1 millisecond from 10 ms up); and the indices of the packets
-that start a burst. Memory grows with the number of flows, not with the
+that start a burst; the multi-scale state of
+:mod:`nova_stealth.analysis.multiscale` for the whole flow and for each
+segment of :data:`SEGMENT_PACKETS` packets (one feature vector kept per
+closed segment, at most :data:`MAX_SEGMENTS` to :data:`MAX_SEGMENTS` x 2 of
+them, evenly spread). Memory grows with the number of flows, not with the
 number of packets (bursts excepted: one 8-byte index per burst), and
 :class:`FlowTable` keeps short flows small and forgets those that can no
 longer qualify.
@@ -41,6 +45,7 @@ import sys
 import numpy as np
 
 from nova_stealth.analysis import capture
+from nova_stealth.analysis import multiscale
 
 WINDOWS = (100, 200, 300, 500, 1000, 2000, 3000)
 #: Inter-packet times from here up are counted per whole millisecond: a
@@ -53,6 +58,11 @@ MIN_WINDOWS = 3
 #: Packets a flow has before it gets its full running state (see
 #: :class:`FlowTable`).
 PROMOTE_PACKETS = 64
+#: Packets per segment: a flow is also judged segment by segment, so that
+#: a long flow cannot hide in its own average.
+SEGMENT_PACKETS = 2000
+#: Segments kept per flow: beyond twice this, every other one is dropped.
+MAX_SEGMENTS = 256
 PROTOCOL_NAMES = {6: 'tcp', 17: 'udp'}
 PROTOCOL_NUMBERS = {name: number for number, name in PROTOCOL_NAMES.items()}
 _MIX = [np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
@@ -116,6 +126,12 @@ class FlowFeatures(object):
     window_cvs: dict
     ipt_counts: dict
     burst_starts: np.ndarray
+    #: :data:`multiscale.FEATURE_NAMES` of the whole flow
+    multiscale: np.ndarray = None
+    #: the same, one row per segment of :data:`SEGMENT_PACKETS` packets
+    segments: np.ndarray = None
+    #: bytes per 10 ms bin over the flow's first 82 s
+    series_10ms: np.ndarray = None
 
     @property
     def duration(self):
@@ -145,52 +161,23 @@ def _proto_name(number):
     return PROTOCOL_NAMES.get(number, str(number))
 
 
-class _FlowState(object):
-    """Constant-size running state of one flow."""
+class _WindowMoments(object):
+    """Count, sum and sum of squares of throughput per packet window."""
 
-    def __init__(self, first_ns):
-        self.packets = 0
-        self.bytes = 0
-        self.first_ns = first_ns
-        self.last_ns = first_ns
+    def __init__(self):
         # Per window size: [start time, packets, bytes] of the open window.
         self.open = {w: None for w in WINDOWS}
         self.moments = {w: [0, 0.0, 0.0] for w in WINDOWS}
-        self.ipt_counts = {}
-        # 8 bytes a burst, without an array object per batch.
-        self.burst_starts = array.array('q')
 
-    def update(self, times, sizes, burst_gap_ns):
-        gaps = np.diff(times, prepend=times[:1] if not self.packets
-                       else np.int64(self.last_ns))
-        micros = np.maximum(gaps, 0) // 1000
-        micros = np.where(micros < FINE_IPT_LIMIT_US, micros,
-                          micros // 1000 * 1000)
-        categories, counts = np.unique(micros, return_counts=True)
-        if not self.packets:
-            counts[0] -= 1
-        for category, count in zip(categories.tolist(), counts.tolist()):
-            if count:
-                self.ipt_counts[category] = (
-                    self.ipt_counts.get(category, 0) + count)
-        starts = np.flatnonzero(gaps >= burst_gap_ns)
-        if not self.packets:
-            starts = np.union1d([0], starts)
-        if len(starts):
-            self.burst_starts.frombytes(
-                (starts + self.packets).astype(np.int64).tobytes())
-        before = np.concatenate(([0], np.cumsum(sizes)))
-        for window in WINDOWS:
-            self._windows(window, times, before)
-        self.packets += len(sizes)
-        self.bytes += int(before[-1])
-        self.last_ns = int(times[-1])
-
-    def _windows(self, window, times, before):
+    def update(self, times, before):
         """Close the windows that packets of this batch start anew.
 
         ``before[i]`` is the bytes of this batch's packets before packet i.
         """
+        for window in WINDOWS:
+            self._windows(window, times, before)
+
+    def _windows(self, window, times, before):
         total = len(times)
         opened = self.open[window]
         first = 0 if opened is None else (window - opened[1]) % window
@@ -223,6 +210,107 @@ class _FlowState(object):
             return float('nan')
         mean = total / count
         return math.sqrt(max(squares / count - mean * mean, 0.0)) / mean
+
+    def cvs(self):
+        return [self.window_cv(w) for w in WINDOWS]
+
+
+class _Segment(object):
+    """The multi-scale state of one segment of a flow."""
+
+    def __init__(self, first_ns):
+        self.windows = _WindowMoments()
+        self.scales = multiscale.ScaleState(first_ns)
+
+    def update(self, times, sizes):
+        self.windows.update(times, np.concatenate(([0], np.cumsum(sizes))))
+        self.scales.update(times, sizes)
+
+    def vector(self):
+        return self.scales.vector(self.windows.cvs())
+
+
+class _FlowState(object):
+    """Bounded running state of one flow."""
+
+    def __init__(self, first_ns):
+        self.packets = 0
+        self.bytes = 0
+        self.first_ns = first_ns
+        self.last_ns = first_ns
+        self.windows = _WindowMoments()
+        self.scales = multiscale.ScaleState(first_ns)
+        self.segment = None
+        self.segments = []
+        self.closed = 0
+        self.stride = 1
+        self.ipt_counts = {}
+        # 8 bytes a burst, without an array object per batch.
+        self.burst_starts = array.array('q')
+
+    def update(self, times, sizes, burst_gap_ns):
+        gaps = np.diff(times, prepend=times[:1] if not self.packets
+                       else np.int64(self.last_ns))
+        micros = np.maximum(gaps, 0) // 1000
+        micros = np.where(micros < FINE_IPT_LIMIT_US, micros,
+                          micros // 1000 * 1000)
+        categories, counts = np.unique(micros, return_counts=True)
+        if not self.packets:
+            counts[0] -= 1
+        for category, count in zip(categories.tolist(), counts.tolist()):
+            if count:
+                self.ipt_counts[category] = (
+                    self.ipt_counts.get(category, 0) + count)
+        starts = np.flatnonzero(gaps >= burst_gap_ns)
+        if not self.packets:
+            starts = np.union1d([0], starts)
+        if len(starts):
+            self.burst_starts.frombytes(
+                (starts + self.packets).astype(np.int64).tobytes())
+        before = np.concatenate(([0], np.cumsum(sizes)))
+        self.windows.update(times, before)
+        self.scales.update(times, sizes)
+        self._segments(times, sizes)
+        self.packets += len(sizes)
+        self.bytes += int(before[-1])
+        self.last_ns = int(times[-1])
+
+    def _segments(self, times, sizes):
+        """Feed the open segment; close it every SEGMENT_PACKETS packets."""
+        done = 0
+        while done < len(times):
+            if self.segment is None:
+                self.segment = _Segment(int(times[done]))
+            room = SEGMENT_PACKETS - self.segment.scales.packets
+            part = slice(done, done + room)
+            self.segment.update(times[part], sizes[part])
+            done += room
+            if self.segment.scales.packets == SEGMENT_PACKETS:
+                self._close_segment()
+
+    def _close_segment(self):
+        if self.closed % self.stride == 0:
+            self.segments.append(self.segment.vector())
+        self.closed += 1
+        self.segment = None
+        if len(self.segments) == 2 * MAX_SEGMENTS:
+            # Keep every other one, and from now on every other one of the
+            # new: evenly spread over the flow, and bounded.
+            self.segments = self.segments[::2]
+            self.stride *= 2
+
+    def segment_vectors(self):
+        """Closed segments' vectors, and the open one if half full."""
+        vectors = list(self.segments)
+        if self.segment is not None and (
+                not vectors or
+                self.segment.scales.packets >= SEGMENT_PACKETS // 2):
+            vectors.append(self.segment.vector())
+        return np.array(vectors, dtype=float).reshape(
+            -1, len(multiscale.FEATURE_NAMES))
+
+    def window_cv(self, window):
+        return self.windows.window_cv(window)
 
 
 class FlowTable(object):
@@ -356,7 +444,10 @@ class FlowTable(object):
                 first_ns=state.first_ns, last_ns=state.last_ns,
                 window_cvs={w: state.window_cv(w) for w in WINDOWS},
                 ipt_counts=dict(state.ipt_counts),
-                burst_starts=starts))
+                burst_starts=starts,
+                multiscale=state.scales.vector(state.windows.cvs()),
+                segments=state.segment_vectors(),
+                series_10ms=state.scales.complete(1)))
         return sorted(result, key=lambda f: f.key)
 
 

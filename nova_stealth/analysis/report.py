@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from nova_stealth.analysis import battery_report
 from nova_stealth.analysis import capture
 from nova_stealth.analysis import flows as flow_lib
 
@@ -135,6 +136,8 @@ def markdown(report, plots):
             _number(summary.get('auc')), summary.get('migrations', '-'),
             summary.get('negatives', '-'), summary.get('unscored', '-'),
             summary.get('evaluated_on', '-')))
+    if report.get('battery'):
+        lines += battery_report.markdown(report['battery'])
     if report.get('chi_square'):
         lines += ['', '## Chi-square test of inter-packet times '
                   '(Section VI)', '',

@@ -14,6 +14,7 @@
 import json
 import os
 
+from nova_stealth.analysis import battery_report
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import report as audit_report
 from nova_stealth.testbed import scoring
@@ -87,6 +88,7 @@ def markdown(results, plots):
                          run.get('dirty_sync_count', '-'),
                          run['chaff_bytes'] / 2 ** 20,
                          _num(run.get('time_ratio'))))
+    lines += battery_report.markdown(results['battery'])
     lines += ['', '## Chi-square test against background (Section VI)', '',
               '| flows | chi2 | p-value | result |', '|---|---|---|---|']
     for row in results['chi_square']:
@@ -115,9 +117,9 @@ def plots(out_dir, runs, pooled, summary):
     """Throughput of one native and one stealthed migration; detections."""
     names = []
     chosen = {}
-    for flow, label, _kind, mode in pooled:
-        if label == 'migration' and mode not in chosen:
-            chosen[mode] = flow.key
+    for sample in pooled:
+        if sample.label == 'migration' and sample.mode not in chosen:
+            chosen[sample.mode] = sample.flow.key
     if chosen:
         keys = list(chosen.values())
         series = audit_report.throughput_series(
@@ -139,11 +141,13 @@ def write(out_dir, runs, loads, seed=0, with_plots=True):
     """Score the runs and write results.json and report.md."""
     pooled = scoring.labelled_flows(runs)
     attacks = scoring.attack(pooled, seed)
+    found = scoring.battery(pooled, seed)
     scoring.costs(runs)
-    summary = scoring.summarise(runs, attacks)
+    summary = scoring.summarise(runs, attacks, found)
     chi, cv = scoring.tables(pooled)
     results = {'runs': [{k: run.get(k) for k in RUN_KEYS} for run in runs],
                'summary': summary, 'attacks': attacks, 'loads': loads,
+               'battery': found,
                'chi_square': chi,
                'cv_table': [dict(row, cv={str(w): c for w, c in
                                           row['cv'].items()})

@@ -25,6 +25,11 @@ Attackers, each judging every migration flow and every background flow:
   trained on stealthed migrations of the policy judged against background
   flows, out of fold; it needs two stealthed runs of that policy.
 
+The battery (:mod:`nova_stealth.analysis.battery`): every attacker of it
+trained on native migrations and, apart, on each stealthed mode, judged by
+cross-validation grouped by run, with ROC AUC [95% CI] and TPR at 1% and
+2% FPR pooled and per load (:func:`battery`).
+
 Costs compare a stealthed run with the native run of the same load, guest
 and run index whose throughput is closest to the stealthed run's: time
 ratio, downtime difference, and chaff bytes as a share of the bytes QEMU
@@ -37,6 +42,7 @@ import math
 import numpy as np
 
 from nova_stealth.analysis import audit
+from nova_stealth.analysis import battery as battery_lib
 from nova_stealth.analysis import detectors as detector_lib
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import stats
@@ -56,10 +62,11 @@ def mode_name(run):
 
 
 def labelled_flows(runs, options=None):
-    """Every flow of every capture with its label, kind and mode.
+    """Every flow of every capture with its label, kind, mode, run, load.
 
-    :returns: [(FlowFeatures, label, kind, mode)], labels from the truth
-        files; migration flows carry their run's mode
+    :returns: [battery.Sample(flow, label, kind, mode, run, load)], labels
+        from the truth files; migration flows carry their run's mode; run
+        is the run's name (the cross-validation group)
     """
     pooled = []
     for run in runs:
@@ -67,7 +74,9 @@ def labelled_flows(runs, options=None):
         flows, _ = flow_lib.read_flows([run['capture']], options)
         for flow in flows:
             label, kind = truth.label_of(flow.key, labels)
-            pooled.append((flow, label, kind, mode_name(run)))
+            pooled.append(battery_lib.Sample(flow, label, kind,
+                                             mode_name(run), run['name'],
+                                             run.get('load')))
     return pooled
 
 
@@ -112,11 +121,11 @@ def attack(pooled, seed=0):
     """
     migrations = collections.defaultdict(list)
     background = []
-    for flow, label, _kind, mode in pooled:
-        if label == 'migration':
-            migrations[mode].append(flow)
-        elif label == 'background':
-            background.append(flow)
+    for sample in pooled:
+        if sample.label == 'migration':
+            migrations[sample.mode].append(sample.flow)
+        elif sample.label == 'background':
+            background.append(sample.flow)
     results = {}
     pattern = detector_lib.PatternMatchingDetector().fit(None)
     results['pattern'] = {
@@ -152,6 +161,28 @@ def attack(pooled, seed=0):
             'notes'] + ['maxent: the window set with the best out-of-fold '
                         'balanced accuracy on its training data, %s' % best])
     return results
+
+
+def battery(pooled, seed=0, folds=battery_lib.FOLDS):
+    """The battery's results (JSON-ready): rows and notes."""
+    found = battery_lib.run(pooled, seed=seed, folds=folds)
+    return {'results': found['results'], 'notes': found['notes'],
+            'counts': _counts(pooled)}
+
+
+def _counts(pooled):
+    """Flows per (label/mode, load), and runs: what the figures rest on."""
+    counts = collections.Counter()
+    runs = collections.defaultdict(set)
+    for sample in pooled:
+        if sample.label not in ('migration', 'background'):
+            continue
+        name = (sample.label if sample.label == 'background'
+                else 'migration/%s' % sample.mode)
+        counts['%s|%s' % (name, sample.load)] += 1
+        runs[name].add(sample.run)
+    return {'flows': dict(counts),
+            'runs': {name: len(found) for name, found in runs.items()}}
 
 
 def _share(verdicts):
@@ -215,8 +246,12 @@ def _mean(values):
     return float(np.mean(values)) if values else None
 
 
-def summarise(runs, attacks):
-    """The ``summary`` of results.json, one entry per mode."""
+def summarise(runs, attacks, found=None):
+    """The ``summary`` of results.json, one entry per mode.
+
+    :param found: the battery's results; each mode then carries its pooled
+        rows (attacker, trained_on, auc, auc_ci, tpr_at_0.01/0.02)
+    """
     summary = {}
     for mode in sorted({mode_name(r) for r in runs}):
         mine = [r for r in runs if mode_name(r) == mode]
@@ -230,6 +265,10 @@ def summarise(runs, attacks):
             entry['attackers'][attacker] = {
                 'detection_rate': result['detection'][mode],
                 'false_positive_rate': fp}
+        if found is not None:
+            entry['battery'] = [row for row in found['results']
+                                if row['mode'] == mode and
+                                row['load'] == 'all']
         if mode != 'native':
             entry['time_ratio'] = _mean([r.get('time_ratio') for r in mine])
             entry['downtime_delta_ms'] = _mean(
@@ -243,7 +282,7 @@ def summarise(runs, attacks):
 def tables(pooled):
     """Chi-square of each mode against background, and the CV table."""
     groups = collections.defaultdict(list)
-    for flow, label, kind, mode in pooled:
+    for flow, label, kind, mode, _run, _load in pooled:
         if label == 'migration':
             groups['migration/%s' % mode].append(flow)
         elif label == 'background':

@@ -1,0 +1,204 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The attacker battery, judged with grouped cross-validation.
+
+Every attacker is trained twice:
+
+* as the paper trains (``trained_on: native``): native migrations against
+  background flows;
+* as the adversary who knows the defence (``trained_on: <mode>``):
+  migrations of the mode judged against background flows.
+
+Folds are grouped by run (scikit-learn's StratifiedGroupKFold): the flows
+of one run, migration and background alike, are all in the training part
+or all in the judged part of a fold, so no flow and no run is both trained
+on and judged. Every migration and background flow is scored once, out of
+fold; the scores give ROC AUC with a bootstrap interval and the TPR at
+1% and 2% FPR (:mod:`nova_stealth.analysis.metrics`), pooled and per load.
+"""
+
+import collections
+import zlib
+
+import numpy as np
+from sklearn import model_selection
+
+from nova_stealth.analysis import boosting
+from nova_stealth.analysis import detectors as detector_lib
+from nova_stealth.analysis import metrics
+
+FOLDS = 5
+NATIVE = 'native'
+#: The MaxEnt window set of the battery: defined from 3,000 packets on.
+MAXENT_WINDOWS = (100, 500, 1000)
+
+#: One labelled flow: its run (the CV group) and load level.
+Sample = collections.namedtuple('Sample', 'flow label kind mode run load')
+
+
+def attackers(seed=0):
+    """{name: factory of an unfitted estimator}; pattern needs no training."""
+    return {
+        'pattern': lambda: detector_lib.PatternMatchingDetector(),
+        detector_lib.maxent_name(MAXENT_WINDOWS):
+            lambda: detector_lib.MaxEntDetector(
+                windows=MAXENT_WINDOWS, class_weight='balanced'),
+        'gbm': lambda: boosting.GradientBoostingDetector(random_state=seed),
+        'gbm-segments': lambda: boosting.GradientBoostingDetector(
+            segments=True, random_state=seed),
+    }
+
+
+def _score(detector, flows):
+    if isinstance(detector, detector_lib.PatternMatchingDetector):
+        return detector.decision_function(flows)
+    return detector.predict_proba(flows)[:, 1]
+
+
+def check_disjoint(groups, train, test):
+    """Raise if a group is both in ``train`` and ``test`` of one fold."""
+    shared = set(np.asarray(groups)[train]) & set(np.asarray(groups)[test])
+    if shared:
+        raise AssertionError('runs both trained on and judged: %s'
+                             % sorted(shared)[:5])
+
+
+def grouped_folds(y, groups, folds=FOLDS, seed=0,
+                  splitter=model_selection.StratifiedGroupKFold):
+    """(train, test) index pairs with no group on both sides.
+
+    :raises ValueError: when fewer than two groups hold each class
+    """
+    y = np.asarray(y, dtype=bool)
+    groups = np.asarray(groups)
+    folds = min(folds, len(set(groups[y])), len(set(groups[~y])))
+    if folds < 2:
+        raise ValueError('grouped cross-validation needs migrations and '
+                         'background flows in at least two runs each; got '
+                         '%d and %d runs' % (len(set(groups[y])),
+                                             len(set(groups[~y]))))
+    split = splitter(n_splits=folds, shuffle=True, random_state=seed)
+    pairs = list(split.split(np.zeros(len(y)), y, groups))
+    for train, test in pairs:
+        check_disjoint(groups, train, test)
+    return pairs
+
+
+def out_of_fold(factory, samples, positive, judged, folds=FOLDS, seed=0,
+                splitter=model_selection.StratifiedGroupKFold):
+    """Out-of-fold scores of ``judged`` samples.
+
+    :param positive: per sample True (a training migration), False (a
+        training background flow) or None (not trained on)
+    :param judged: per sample whether to score it
+    :returns: scores, NaN where not judged; each judged sample is scored
+        by a model fitted without any sample of its run
+    """
+    pool = np.array([p is not None for p in positive])
+    index = np.flatnonzero(pool)
+    y = np.array([positive[i] for i in index], dtype=bool)
+    runs = np.array([samples[i].run for i in range(len(samples))])
+    pairs = grouped_folds(y, runs[index], folds, seed, splitter)
+    fold_of_run = {}
+    for number, (_train, test) in enumerate(pairs):
+        for run in set(runs[index[test]]):
+            fold_of_run[run] = number
+    scores = np.full(len(samples), np.nan)
+    flows = [s.flow for s in samples]
+    for number, (train, _test) in enumerate(pairs):
+        trained_runs = set(runs[index[train]])
+        model = factory().fit([flows[i] for i in index[train]], y[train])
+        chosen = [i for i in range(len(samples)) if judged[i] and
+                  fold_of_run.get(runs[i], _hash_fold(runs[i], len(pairs)))
+                  == number]
+        assert not trained_runs & {runs[i] for i in chosen}
+        if chosen:
+            scores[chosen] = _score(model, [flows[i] for i in chosen])
+    return scores
+
+
+def _hash_fold(run, folds):
+    """A fold for a run that has no training flows at all."""
+    return zlib.crc32(str(run).encode()) % folds
+
+
+def _summaries(samples, scores, mode, seed, samples_ci):
+    """metrics.summary of ``mode``'s migrations against background."""
+    rows = []
+    chosen = [i for i, s in enumerate(samples)
+              if s.label == 'background' or
+              (s.label == 'migration' and s.mode == mode)]
+    loads = sorted({samples[i].load for i in chosen
+                    if samples[i].label == 'migration'}, key=str)
+    for load in ['all'] + loads:
+        mine = [i for i in chosen if load == 'all' or
+                samples[i].load == load]
+        labels = [samples[i].label == 'migration' for i in mine]
+        if not any(labels) or all(labels):
+            continue
+        rows.append(dict(metrics.summary(labels, scores[mine], seed,
+                                         samples_ci), load=load))
+    return rows
+
+
+def run(samples, seed=0, folds=FOLDS, factories=None,
+        samples_ci=metrics.BOOTSTRAP):
+    """Judge every mode's migrations with every attacker, both ways trained.
+
+    :param samples: :class:`Sample` per flow; labels other than migration
+        and background (chaff, reverse, unlabelled) are left out
+    :returns: {'results': [{attacker, trained_on, mode, load, auc,
+        auc_ci, tpr_at_0.01, ...}], 'notes': [...], 'scores': {...}}
+    """
+    factories = factories or attackers(seed)
+    modes = sorted({s.mode for s in samples if s.label == 'migration'})
+    results, notes = [], []
+    scores_by = {}
+    for attacker, factory in factories.items():
+        for trained_on in modes:
+            if trained_on != NATIVE and attacker == 'pattern':
+                continue  # nothing is learned: the same scores either way
+            judged_modes = (modes if trained_on == NATIVE
+                            else [trained_on])
+            positive = [True if s.label == 'migration' and
+                        s.mode == trained_on else
+                        False if s.label == 'background' else None
+                        for s in samples]
+            judged = [s.label == 'background' or (
+                s.label == 'migration' and s.mode in judged_modes)
+                for s in samples]
+            try:
+                if attacker == 'pattern':
+                    model = factory().fit(None)
+                    scores = np.where(judged, _score(
+                        model, [s.flow for s in samples]), np.nan)
+                else:
+                    scores = out_of_fold(factory, samples, positive, judged,
+                                         folds, seed)
+            except ValueError as e:
+                notes.append('%s trained on %s: %s' % (attacker, trained_on,
+                                                       e))
+                continue
+            scores_by[(attacker, trained_on)] = scores
+            for mode in judged_modes:
+                for row in _summaries(samples, scores, mode, seed,
+                                      samples_ci):
+                    results.append(dict(row, attacker=attacker,
+                                        trained_on=trained_on, mode=mode))
+    return {'results': results, 'notes': notes, 'scores': scores_by}
+
+
+def strongest(results, mode, load='all', key='tpr_at_0.02'):
+    """The result row of the attacker that does best on ``mode``."""
+    rows = [r for r in results if r['mode'] == mode and r['load'] == load
+            and r.get(key) is not None]
+    return max(rows, key=lambda r: (r[key], r['auc'] or 0)) if rows else None
