@@ -62,7 +62,7 @@ PROMOTE_PACKETS = 64
 #: a long flow cannot hide in its own average.
 SEGMENT_PACKETS = 2000
 #: Segments kept per flow: beyond twice this, every other one is dropped.
-MAX_SEGMENTS = 256
+MAX_SEGMENTS = 128
 PROTOCOL_NAMES = {6: 'tcp', 17: 'udp'}
 PROTOCOL_NUMBERS = {name: number for number, name in PROTOCOL_NAMES.items()}
 _MIX = [np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
@@ -290,7 +290,7 @@ class _FlowState(object):
 
     def _close_segment(self):
         if self.closed % self.stride == 0:
-            self.segments.append(self.segment.vector())
+            self.segments.append(self.segment.vector().astype(np.float32))
         self.closed += 1
         self.segment = None
         if len(self.segments) == 2 * MAX_SEGMENTS:
@@ -298,6 +298,12 @@ class _FlowState(object):
             # new: evenly spread over the flow, and bounded.
             self.segments = self.segments[::2]
             self.stride *= 2
+
+    def series_bytes(self):
+        """Bytes of the bounded multi-scale state: series and segments."""
+        open_segment = self.segment.scales.nbytes() if self.segment else 0
+        return (self.scales.nbytes() + open_segment +
+                sum(vector.nbytes for vector in self.segments))
 
     def segment_vectors(self):
         """Closed segments' vectors, and the open one if half full."""

@@ -19,8 +19,8 @@ grid, how often the rate sits at its lowest and highest levels (a clamped
 rate shows there), and its size and duration.
 
 Memory is bounded per flow: bytes per 1 ms, 10 ms and 100 ms bin, each
-kept only for the first :data:`SERIES` bins of the flow (16 s, 82 s and
-819 s: at most 128 KiB), grown as the flow lasts; inter-packet times in a
+kept only for the first :data:`SERIES` bins of the flow (8 s, 82 s and
+819 s: at most 96 KiB), grown as the flow lasts; inter-packet times in a
 fixed log-spaced histogram from 1 microsecond to 100 s. Every packet counts
 with its original (wire) length.
 """
@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 #: (bin in ns, bins kept): the series every feature is computed from.
-SERIES = ((1000000, 1 << 14), (10000000, 1 << 13), (100000000, 1 << 13))
+SERIES = ((1000000, 1 << 13), (10000000, 1 << 13), (100000000, 1 << 13))
 #: Time scales of the Allan deviation and the variance-time plot, in ms.
 SCALES_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 #: Edges of the inter-packet-time histogram: 20 bins per decade from
@@ -102,6 +102,10 @@ class ScaleState(object):
         self.previous_ns = int(times[-1])
         self.last_ns = max(int(times.max()), self.last_ns or 0)
 
+    def nbytes(self):
+        """Bytes held by the series (bounded by :data:`SERIES`)."""
+        return sum(series.nbytes for series in self.series)
+
     def complete(self, number):
         """The complete bins of a series: the last, partial one left out."""
         bin_ns, cap = SERIES[number]
@@ -138,7 +142,7 @@ def _blocks(fine, middle, coarse, scale_ms):
     """Bytes per block of ``scale_ms``, from the coarsest series that has it.
 
     A coarser series covers more of a long flow (the 1 ms one holds only
-    its first 16 s), so each scale uses the largest bin that divides it.
+    its first 8 s), so each scale uses the largest bin that divides it.
     """
     for series, bin_ms in ((coarse, 100), (middle, 10), (fine, 1)):
         if scale_ms % bin_ms == 0:
