@@ -25,6 +25,15 @@ class KernelBackend(object, metaclass=abc.ABCMeta):
     """
 
     @abc.abstractmethod
+    def kernel_id(self):
+        """A name of the kernel (network namespace) this backend changes.
+
+        The same for every service on that kernel, and different for
+        another kernel or namespace; services that share it share the
+        records of its devices' trees.
+        """
+
+    @abc.abstractmethod
     def link_info(self, ifname):
         """Return ``{'index': ifindex, 'mtu': mtu}`` of a device."""
 

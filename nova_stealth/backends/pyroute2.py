@@ -25,6 +25,7 @@ class Pyroute2Backend(base.KernelBackend):
     starts on first use (through rootwrap under nova-compute).
     """
 
+    kernel_id = staticmethod(tc.kernel_id)
     link_info = staticmethod(tc.link_info)
     route_device = staticmethod(tc.route_device)
     dump_tc = staticmethod(tc.dump_tc)

@@ -91,6 +91,9 @@ class RecordingBackend(base.KernelBackend):
 
     # Traffic control -----------------------------------------------------
 
+    def kernel_id(self):
+        return 'recorded-%s' % self.host
+
     def link_info(self, ifname):
         if ifname not in self.devices:
             raise LookupError('no network device %r' % ifname)

@@ -56,7 +56,8 @@ def main(argv=None):
     removed, ended = [], {}
     if os.path.isdir(group.state_dir):
         for host in sorted(os.listdir(group.state_dir)):
-            if os.path.isdir(os.path.join(group.state_dir, host)):
+            if host != node.KERNELS_DIR and os.path.isdir(
+                    os.path.join(group.state_dir, host)):
                 host_removed, host_ended = node.StealthNode(
                     group, host).sweep()
                 removed += host_removed

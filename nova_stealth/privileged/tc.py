@@ -23,6 +23,7 @@ the modulator's 100 Hz hot path and can replay a dumped tree byte for byte.
 """
 
 import errno
+import os
 import re
 import threading
 
@@ -72,6 +73,14 @@ def _delete(msg_type, body):
             return False
         raise
     return True
+
+
+@privileged.net_admin.entrypoint
+def kernel_id():
+    """Name the daemon's kernel and network namespace: boot id and inode."""
+    with open('/proc/sys/kernel/random/boot_id') as boot_id:
+        boot = boot_id.read().strip()
+    return '%s-%d' % (boot, os.stat('/proc/self/ns/net').st_ino)
 
 
 @privileged.net_admin.entrypoint

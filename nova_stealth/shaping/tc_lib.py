@@ -19,6 +19,7 @@ under that device's inter-process lock.
 """
 
 import logging
+import os
 
 from nova_stealth.backends import pyroute2 as pyroute2_backend
 from nova_stealth import exception
@@ -43,6 +44,18 @@ def _snapshot_from_record(record):
             for part, messages in record.items()}
 
 
+def _session_slots(snapshot):
+    slots = set()
+    for message in snapshot['classes']:
+        handle = rtnl.message_handles(message)[1]
+        minor = handle & 0xFFFF
+        if handle >> 16 == tree.ROOT_MAJOR and (
+                tree.FIRST_SESSION_MINOR <= minor <
+                tree.FIRST_SESSION_MINOR + tree.MAX_SESSIONS):
+            slots.add(minor - tree.FIRST_SESSION_MINOR)
+    return slots
+
+
 def _root_qdisc(snapshot):
     for message in snapshot['qdiscs']:
         _ifindex, handle, parent = rtnl.message_handles(message)
@@ -54,7 +67,13 @@ def _root_qdisc(snapshot):
 class Shaper(object):
     """The DHTB trees of this host's devices.
 
-    :param state_dir: where records and locks are kept
+    :param state_dir: the service's own state directory; it names the
+        service that owns a session
+    :param records_dir: where the device records and their locks are
+        kept (default: ``state_dir``); every service on one kernel must use
+        the same, so that the tree of a device has one record, shared, in
+        which each session names its service: the tree goes with the last
+        session of any service, and no service takes another's class
     :param link_rate_mbit: rate of the parent and default classes
     :param allow_replace_root_qdisc: replace (and later restore) a root
         qdisc an operator configured
@@ -68,8 +87,11 @@ class Shaper(object):
 
     def __init__(self, state_dir, link_rate_mbit=100000,
                  allow_replace_root_qdisc=False, egress_device=None,
-                 chaff_port_blocks=(), chaff_rate_mib=2.0, kernel=None):
+                 chaff_port_blocks=(), chaff_rate_mib=2.0, kernel=None,
+                 records_dir=None):
         self.state_dir = state_dir
+        self.records_dir = records_dir or state_dir
+        self.service = os.path.abspath(state_dir)
         self.link_rate = tree.mbit_to_bytes(link_rate_mbit)
         self.allow_replace_root_qdisc = allow_replace_root_qdisc
         self.egress_device = egress_device
@@ -78,12 +100,14 @@ class Shaper(object):
         self.kernel = kernel or pyroute2_backend.Pyroute2Backend()
 
     @classmethod
-    def from_conf(cls, group, kernel=None, state_dir=None):
+    def from_conf(cls, group, kernel=None, state_dir=None, records_dir=None):
         """Build the shaper from the loaded [stealth] option group.
 
         :param state_dir: instead of ``[stealth] state_dir``
+        :param records_dir: where device records are shared (default:
+            the state directory)
         """
-        return cls(state_dir or group.state_dir,
+        return cls(state_dir or group.state_dir, records_dir=records_dir,
                    link_rate_mbit=group.link_rate_mbit,
                    allow_replace_root_qdisc=group.allow_replace_root_qdisc,
                    egress_device=group.egress_device,
@@ -107,11 +131,14 @@ class Shaper(object):
         """
         ifname = ifname or self.device_for(peer)
         protocol, keys = tree.migration_filter(peer, port)
-        with state.device_lock(self.state_dir, ifname):
+        with state.device_lock(self.records_dir, ifname):
             record = self._tree_record(ifname)
             if session_id in record['sessions']:
                 return record['sessions'][session_id]
-            used = {s['slot'] for s in record['sessions'].values()}
+            # A class the kernel shows is taken, recorded or not: two
+            # services must never drive one class.
+            used = {s['slot'] for s in record['sessions'].values()} | (
+                _session_slots(self.kernel.dump_tc(record['ifindex'])))
             slot = next(n for n in range(tree.MAX_SESSIONS + 1)
                         if n not in used)
             session = {
@@ -121,9 +148,10 @@ class Shaper(object):
                 'prio': tree.session_prio(slot), 'protocol': protocol,
                 'peer': peer, 'port': port,
                 'owner': state.process_identity(),
+                'service': self.service,
             }
             record['sessions'][session_id] = session
-            state.save(self.state_dir, ifname, record)
+            state.save(self.records_dir, ifname, record)
             try:
                 self.kernel.add_htb_class(
                     record['ifindex'], session['classid'],
@@ -152,13 +180,18 @@ class Shaper(object):
 
         :returns: True if something was removed
         """
-        for ifname in state.devices(self.state_dir):
-            with state.device_lock(self.state_dir, ifname):
-                record = state.load(self.state_dir, ifname)
-                if record and session_id in record['sessions']:
+        for ifname in state.devices(self.records_dir):
+            with state.device_lock(self.records_dir, ifname):
+                record = state.load(self.records_dir, ifname)
+                if record and self._mine(record['sessions'].get(session_id)):
                     self._remove_locked(ifname, record, session_id)
                     return True
         return False
+
+    def _mine(self, session):
+        # A record written before sessions named their service is ours.
+        return session is not None and session.get(
+            'service', self.service) == self.service
 
     def sweep(self, everything=False, keep=None):
         """Remove what processes that died left: sessions and trees.
@@ -175,17 +208,18 @@ class Shaper(object):
         :returns: the ids of the sessions removed
         """
         removed = []
-        for ifname in state.devices(self.state_dir):
-            with state.device_lock(self.state_dir, ifname):
-                record = state.load(self.state_dir, ifname)
+        for ifname in state.devices(self.records_dir):
+            with state.device_lock(self.records_dir, ifname):
+                record = state.load(self.records_dir, ifname)
                 if record is None:
                     # Unreadable, and moved aside: what it described is
                     # known only to the kernel.
                     self._remove_unrecorded_tree(ifname)
                     continue
                 orphans = [sid for sid, s in record['sessions'].items()
-                           if everything or not state.is_alive(s['owner']) or
-                           (keep is not None and sid not in keep)]
+                           if not state.is_alive(s['owner']) or (
+                               self._mine(s) and (everything or (
+                                   keep is not None and sid not in keep)))]
                 for session_id in orphans:
                     LOG.warning('Removing shaping of migration %s, which no '
                                 'live migration of process %d owns',
@@ -251,7 +285,7 @@ class Shaper(object):
     def _tree_record(self, ifname):
         """Return the device's record, building the tree if it is not up."""
         link = self.kernel.link_info(ifname)
-        record = state.load(self.state_dir, ifname)
+        record = state.load(self.records_dir, ifname)
         snapshot = self.kernel.dump_tc(link['index'])
         kind, handle = _root_qdisc(snapshot)
         ours = (kind, handle) == ('htb', tree.ROOT_HANDLE)
@@ -280,7 +314,7 @@ class Shaper(object):
             prior = _snapshot_to_record(snapshot)
         record = {'ifname': ifname, 'ifindex': link['index'],
                   'mtu': link['mtu'], 'prior': prior, 'sessions': {}}
-        state.save(self.state_dir, ifname, record)
+        state.save(self.records_dir, ifname, record)
         try:
             self._build_tree(record)
         except Exception:
@@ -342,7 +376,7 @@ class Shaper(object):
         LOG.info('Removed shaping of migration %s from %s', session_id,
                  ifname)
         if record['sessions']:
-            state.save(self.state_dir, ifname, record)
+            state.save(self.records_dir, ifname, record)
         else:
             self._teardown_locked(ifname, record)
 
@@ -355,10 +389,10 @@ class Shaper(object):
                 self.kernel.replay_tc(record['ifindex'],
                                       _snapshot_from_record(record['prior']))
             except Exception as e:
-                state.save(self.state_dir, ifname, record)
+                state.save(self.records_dir, ifname, record)
                 LOG.error('Could not put back the root qdisc saved on %s '
                           '(%s); the device is left with the kernel\'s '
                           'default until a sweep manages it', ifname, e)
                 raise
-        state.delete(self.state_dir, ifname)
+        state.delete(self.records_dir, ifname)
         LOG.info('Removed the shaping tree from %s', ifname)

@@ -14,7 +14,9 @@
 One :class:`StealthNode` per driver: Nova's functional harness runs two
 compute services in one process over one configuration, so nothing here
 is global. Its state lives in a subdirectory of ``[stealth] state_dir``
-named after the host.
+named after the host, but for the records of the shaping trees, which are
+the kernel's: every service on one kernel shares them in
+``<state_dir>/kernels/<kernel id>``, where each session names its service.
 """
 
 import ipaddress
@@ -34,6 +36,9 @@ LOG = logging.getLogger(__name__)
 #: A lease whose incoming domain has not appeared this long after it was
 #: taken belongs to a migration that ended without telling us.
 INCOMING_GRACE_SECONDS = 600
+#: The subdirectory of ``[stealth] state_dir`` that holds, per kernel, the
+#: device records shared by the compute services on it.
+KERNELS_DIR = 'kernels'
 
 
 def peer_address(address):
@@ -61,8 +66,12 @@ class StealthNode(object):
         self.state_dir = os.path.join(group.state_dir, host)
         os.makedirs(self.state_dir, exist_ok=True)
         self.backend = backend or backends.load(group.backend, host=host)
-        self.shaper = tc_lib.Shaper.from_conf(group, kernel=self.backend,
-                                              state_dir=self.state_dir)
+        # Every service on one kernel shares its devices' records there.
+        self.records_dir = os.path.join(group.state_dir, KERNELS_DIR,
+                                        self.backend.kernel_id())
+        self.shaper = tc_lib.Shaper.from_conf(
+            group, kernel=self.backend, state_dir=self.state_dir,
+            records_dir=self.records_dir)
         self.leases = leases_lib.PortLeases(
             self.state_dir, group.migration_port_ranges,
             group.port_lease_seconds, clock=clock,
@@ -81,6 +90,10 @@ class StealthNode(object):
         :returns: (sessions removed, leases ended)
         """
         removed = self.shaper.sweep(everything=True)
+        # Records from before they were shared per kernel.
+        removed += tc_lib.Shaper.from_conf(
+            self.group, kernel=self.backend,
+            state_dir=self.state_dir).sweep(everything=True)
         ended = self.leases.release_all()
         if removed or ended:
             LOG.warning('Removed shaping of migrations %s and port leases '

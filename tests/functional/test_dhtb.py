@@ -368,3 +368,62 @@ def test_sweep_removes_a_tree_whose_record_is_unreadable(link, shaper):
     assert state.devices(shaper.state_dir) == []
     assert any(name.startswith('s0.json.corrupt-') for name in os.listdir(
         os.path.dirname(state.record_path(shaper.state_dir, 's0'))))
+
+
+@pytest.fixture
+def two_services(tmp_path, privsep_in_src):
+    """Two compute services' shapers on one kernel: two state dirs."""
+    shared = str(tmp_path / 'kernels' / 'one')
+    return [tc_lib.Shaper(str(tmp_path / host), records_dir=shared,
+                          chaff_port_blocks=[(0x7000, 0xFF00)])
+            for host in ('compute-a', 'compute-b')]
+
+
+@pytest.mark.parametrize('last', [0, 1])
+def test_two_services_on_one_kernel_share_the_tree(link, two_services,
+                                                   last):
+    # An operator's explicit root, saved by whoever builds the tree and
+    # put back by whoever leaves last.
+    netlab.run('tc', '-n', link.src, 'qdisc', 'add', 'dev', 's0', 'root',
+               'handle', '40:', 'pfifo_fast')
+    before = link.tc_show()
+    a, b = two_services
+    first = a.install('mig-a', link.DST_V4, 61001, 4.0)
+    second = b.install('mig-b', link.DST_V4, 61002, 8.0)
+    assert first['classid'] != second['classid']
+    shown = link.tc_show()
+    for session in (first, second):
+        assert 'class htb %s ' % tree.handle_text(session['classid']) in (
+            shown['class'])
+        assert 'pref %d ' % session['prio'] in shown['filter']
+    # b restarting sweeps its own sessions only, and a's modulator runs on.
+    modulator = a.start_modulator(first, 'paper', PAPER, 0.01)
+    assert b.sweep(everything=True) == ['mig-b']
+    assert b.remove('mig-a') is False
+    shown = link.tc_show()
+    assert 'class htb %s ' % tree.handle_text(first['classid']) in (
+        shown['class'])
+    assert 'class htb %s ' % tree.handle_text(second['classid']) not in (
+        shown['class'])
+    assert a.stop_modulator(modulator)['error'] is None
+    b.install('mig-b', link.DST_V4, 61002, 8.0)
+    leaving = [(a, 'mig-a'), (b, 'mig-b')]
+    shaper, session_id = leaving[1 - last]
+    assert shaper.remove(session_id)
+    assert 'qdisc htb 5ea1: root' in link.tc_show()['qdisc']
+    shaper, session_id = leaving[last]
+    assert shaper.remove(session_id)
+    assert link.tc_show() == before
+    assert state.devices(a.records_dir) == []
+
+
+def test_a_class_the_kernel_shows_is_never_taken_again(link, shaper):
+    # A session whose record was lost keeps its class; the next takes
+    # another one rather than driving the same class.
+    first = shaper.install('mig', link.DST_V4, 61001, 4.0)
+    record = state.load(shaper.state_dir, 's0')
+    del record['sessions']['mig']
+    state.save(shaper.state_dir, 's0', record)
+    second = shaper.install('next', link.DST_V4, 61002, 4.0)
+    assert second['classid'] != first['classid']
+    shaper.remove('next')

@@ -19,7 +19,6 @@ messages the real backend sends, so the checks below are on the tree that
 would be installed for real.
 """
 
-import os
 import threading
 import time
 
@@ -134,7 +133,7 @@ class StealthMigrationTestBase(libvirt_base.ServersTestBase,
 
     def _recorded_sessions(self, hostname):
         found = {}
-        host_dir = os.path.join(self.state_dir, hostname)
+        host_dir = self.computes[hostname].driver.stealth.records_dir
         for ifname in state.devices(host_dir):
             found.update(state.load(host_dir, ifname)['sessions'])
         return found

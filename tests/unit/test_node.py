@@ -118,14 +118,14 @@ def test_a_restart_survives_a_bad_lease_file(node, text):
                                   '{"sessions": []}'])
 def test_a_restart_survives_a_bad_shaping_record(node, text):
     node.shaper.install('vm-2', '198.18.1.2', 61234, 8.0)
-    path = state.record_path(node.state_dir, 'stealth0')
+    path = state.record_path(node.records_dir, 'stealth0')
     with open(path, 'w') as record_file:
         record_file.write(text)
     again = node_lib.StealthNode(node.group, 'unit-host', clock=node.clock)
     again.sweep()
     # What the record described is found in the kernel and removed.
     assert again.backend.installed() == {}
-    assert state.devices(again.state_dir) == []
+    assert state.devices(again.records_dir) == []
     assert again.shaper.install('vm-3', '198.18.1.2', 61235, 8.0)['slot'] == 0
 
 
@@ -149,7 +149,7 @@ def test_a_failed_modulator_stop_does_not_keep_the_shaping(quiet_node,
     monkeypatch.setattr(quiet_node.backend, 'stop_modulator', fail)
     quiet_node.abort_outgoing('vm-1')
     assert quiet_node.backend.installed() == {}
-    assert state.devices(quiet_node.state_dir) == []
+    assert state.devices(quiet_node.records_dir) == []
     assert any('stopping the modulator failed' in r.getMessage()
                for r in caplog.records if r.levelname == 'ERROR')
 
@@ -189,17 +189,17 @@ def test_the_sweep_stops_a_modulator_nobody_owns(quiet_node):
 def test_a_failed_restore_of_the_root_is_retried(quiet_node, monkeypatch):
     kernel = quiet_node.backend
     quiet_node.start_outgoing('vm-1', '198.18.1.2', 61234, 1 << 30)
-    record = state.load(quiet_node.state_dir, 'stealth0')
+    record = state.load(quiet_node.records_dir, 'stealth0')
     record['prior'] = {'qdiscs': [], 'classes': [], 'filters': []}
-    state.save(quiet_node.state_dir, 'stealth0', record)
+    state.save(quiet_node.records_dir, 'stealth0', record)
     with monkeypatch.context() as patch:
         patch.setattr(kernel, 'replay_tc', fail)
         quiet_node.abort_outgoing('vm-1')
     assert kernel.installed() == {}
-    assert state.devices(quiet_node.state_dir) == ['stealth0']
+    assert state.devices(quiet_node.records_dir) == ['stealth0']
     replayed = []
     monkeypatch.setattr(kernel, 'replay_tc',
                         lambda index, snapshot: replayed.append(index))
     quiet_node.sweep_unowned()
     assert replayed == [2]
-    assert state.devices(quiet_node.state_dir) == []
+    assert state.devices(quiet_node.records_dir) == []
