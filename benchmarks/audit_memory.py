@@ -19,7 +19,9 @@ memory is its own:
 
 * ``short``: F flows of 2 packets each, none of which can qualify, at
   --flows-per-second new flows a second (all of them open at once unless
-  the idle timeout evicts them);
+  the idle timeout evicts them), read with the flow table and the tells as
+  nova-stealth-audit reads them (``short_no_eviction``: idle timeout 0;
+  ``short_flows_only``: the flow table alone);
 * ``long``: --long-flows flows whose packets are interleaved all through
   the capture, so that every chunk the reader parses holds packets of
   every flow; the number of chunks grows with the capture.
@@ -39,6 +41,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from audit_throughput import peak_rss_mib  # noqa: H306 (a sibling script)
 
 SNAP = 64
 
@@ -93,24 +97,19 @@ def long_capture(path, flows, packets):
     write_capture(path, ids, stamps)
 
 
-def peak_rss_mib():
-    """This process's peak resident memory (VmHWM)."""
-    with open('/proc/self/status') as status:
-        for line in status:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError('no VmHWM in /proc/self/status')
-
-
-def child(path, idle_timeout):
+def child(path, idle_timeout, with_tells):
     from nova_stealth.analysis import capture
     from nova_stealth.analysis import flows
 
     options = flows.FlowOptions()
-    if idle_timeout is not None and hasattr(options, 'idle_timeout'):
+    if idle_timeout is not None:
         options.idle_timeout = idle_timeout
+    also = []
+    if with_tells:
+        from nova_stealth.analysis import tells
+        also.append(tells.TellTable(options))
     cpu = time.process_time()
-    found, readers = flows.read_flows([path], options)
+    found, readers = flows.read_flows([path], options, also=also)
     print(json.dumps({
         'packets': readers[0].packets, 'qualifying_flows': len(found),
         'chunks': -(-os.path.getsize(path) // capture.CHUNK_BYTES),
@@ -118,10 +117,12 @@ def child(path, idle_timeout):
         'peak_rss_mib': peak_rss_mib()}))
 
 
-def measure(path, idle_timeout=None):
+def measure(path, idle_timeout=None, with_tells=True):
     command = [sys.executable, os.path.abspath(__file__), '--child', path]
     if idle_timeout is not None:
         command += ['--idle-timeout', str(idle_timeout)]
+    if not with_tells:
+        command.append('--no-tells')
     result = subprocess.run(command, capture_output=True, text=True,
                             check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -142,11 +143,14 @@ def main():
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--idle-timeout', type=float,
                         help=argparse.SUPPRESS)
+    parser.add_argument('--no-tells', action='store_true',
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.idle_timeout)
+        child(args.child, args.idle_timeout, not args.no_tells)
         return
-    figures = {'short': [], 'short_no_eviction': [], 'long': []}
+    kinds = ('short', 'short_no_eviction', 'short_flows_only', 'long')
+    figures = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory() as work:
         path = os.path.join(work, 'capture.pcap')
         for fraction in (4, 2, 1):
@@ -158,11 +162,14 @@ def main():
             run = measure(path, idle_timeout=0)
             run['flows'] = flows
             figures['short_no_eviction'].append(run)
+            run = measure(path, with_tells=False)
+            run['flows'] = flows
+            figures['short_flows_only'].append(run)
             long_capture(path, args.long_flows, args.long_packets // fraction)
             run = measure(path)
             run['flows'] = args.long_flows
             figures['long'].append(run)
-    for name in ('short', 'short_no_eviction'):
+    for name in kinds[:3]:
         runs = figures[name]
         figures[name + '_mib_per_million_flows'] = round(slope(
             [r['flows'] / 1e6 for r in runs],
@@ -171,7 +178,7 @@ def main():
     figures['long_bytes_per_flow_per_chunk'] = round(slope(
         [r['chunks'] for r in runs],
         [r['peak_rss_mib'] * 2 ** 20 / args.long_flows for r in runs]), 1)
-    for name in ('short', 'short_no_eviction', 'long'):
+    for name in kinds:
         for run in figures[name]:
             print('%-18s %8d flows %9d packets %4d chunks %6.1f s CPU '
                   'peak %7.1f MiB' % (name, run['flows'], run['packets'],

@@ -103,6 +103,21 @@ class PacketBatch(object):
     dst_lo: np.ndarray
     sport: np.ndarray
     dport: np.ndarray
+    #: TCP flags (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10); 0 elsewhere
+    tcp_flags: np.ndarray = None
+    #: transport payload bytes on the wire (from the IP length), and how
+    #: many of them were captured, starting at ``payload_offset`` of
+    #: ``buffer`` (the chunk's bytes, valid while the batch is)
+    payload_len: np.ndarray = None
+    payload_captured: np.ndarray = None
+    payload_offset: np.ndarray = None
+    buffer: np.ndarray = None
+
+    def payload(self, index, limit):
+        """Up to ``limit`` captured payload bytes of packet ``index``."""
+        start = int(self.payload_offset[index])
+        return bytes(self.buffer[start:start + min(
+            int(self.payload_captured[index]), limit)])
 
     def __len__(self):
         return len(self.time_ns)
@@ -177,13 +192,30 @@ def parse_packets(buf, data, caplen, wire_len, time_ns, linktype, order):
     dst_lo = np.where(v4, _gather(buf, l3 + 16, 4, v4) | V4_MAPPED,
                       _gather(buf, l3 + 32, 8, v6))
     version = np.where(v4, 4, np.where(v6, 6, 0)).astype(np.uint8)
+    # The transport payload: its length from the IP header (v4: total
+    # length less the header; v6: the payload length, extension headers
+    # not walked), after the TCP header (data offset) or UDP's 8 bytes.
+    tcp = has_ports & (proto == IPPROTO_TCP) & (l4 + 14 <= end)
+    udp = has_ports & (proto == IPPROTO_UDP)
+    ip_length = _gather(buf, np.where(v4, l3 + 2, l3 + 4), 2,
+                        has_ports).astype(np.int64)
+    ip_payload = np.where(v4, ip_length - ihl, ip_length)
+    tcp_word = _gather(buf, l4 + 12, 2, tcp)
+    header = np.where(tcp, (tcp_word >> np.uint64(12)).astype(np.int64) * 4,
+                      8)
+    payload_len = np.where(tcp | udp, np.maximum(ip_payload - header, 0), 0)
+    payload_offset = l4 + header
+    payload_captured = np.clip(end - payload_offset, 0, payload_len)
     return PacketBatch(
         time_ns=time_ns, wire_len=wire_len.astype(np.int64),
         version=version,
         proto=np.where(version > 0, proto, 0).astype(np.uint8),
         src_hi=src_hi, src_lo=src_lo, dst_hi=dst_hi, dst_lo=dst_lo,
         sport=_gather(buf, l4, 2, has_ports).astype(np.uint16),
-        dport=_gather(buf, l4 + 2, 2, has_ports).astype(np.uint16))
+        dport=_gather(buf, l4 + 2, 2, has_ports).astype(np.uint16),
+        tcp_flags=(tcp_word & np.uint64(0xFF)).astype(np.uint8),
+        payload_len=payload_len, payload_captured=payload_captured,
+        payload_offset=payload_offset, buffer=buf)
 
 
 def _u32(buf, offsets, order):

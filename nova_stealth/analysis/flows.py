@@ -319,6 +319,29 @@ class _FlowState(object):
         return self.windows.window_cv(window)
 
 
+class SweepClock(object):
+    """When the flows idle for ``idle_timeout`` seconds are to be forgotten.
+
+    Every quarter of the timeout of capture time: a sweep looks at every
+    flow, so it must not run at every batch.
+    """
+
+    def __init__(self, idle_timeout):
+        self.idle_ns = int((idle_timeout or 0) * 1e9)
+        self.next_ns = None
+
+    def due(self, now):
+        """The horizon (flows silent since before it go), or None."""
+        if not self.idle_ns:
+            return None
+        if self.next_ns is None:
+            self.next_ns = now + self.idle_ns // 4
+        if now < self.next_ns:
+            return None
+        self.next_ns = now + self.idle_ns // 4
+        return now - self.idle_ns
+
+
 class FlowTable(object):
     """Accumulates packet batches into flows.
 
@@ -338,8 +361,7 @@ class FlowTable(object):
         self.pending = {}
         self.evicted = 0
         self._burst_gap_ns = int(self.options.burst_gap * 1e9)
-        self._idle_ns = int((self.options.idle_timeout or 0) * 1e9)
-        self._next_sweep = None
+        self._sweeps = SweepClock(self.options.idle_timeout)
 
     def add(self, batch):
         """Fold one :class:`capture.PacketBatch` into the flows."""
@@ -404,19 +426,10 @@ class FlowTable(object):
         return state
 
     def _sweep(self, now):
-        """Forget the flows that can no longer qualify.
-
-        Every quarter of the idle timeout of capture time: a sweep looks at
-        every flow, so it must not run at every batch.
-        """
-        if not self._idle_ns:
+        """Forget the flows that can no longer qualify."""
+        horizon = self._sweeps.due(now)
+        if horizon is None:
             return
-        if self._next_sweep is None:
-            self._next_sweep = now + self._idle_ns // 4
-        if now < self._next_sweep:
-            return
-        self._next_sweep = now + self._idle_ns // 4
-        horizon = now - self._idle_ns
         minimum = self.options.min_packets
         stale = [key for key, held in self.pending.items()
                  if len(held) // 16 < minimum and
@@ -458,12 +471,14 @@ class FlowTable(object):
 
 
 def read_flows(paths, options=None, tolerant=False, progress=None,
-               chunk_bytes=capture.CHUNK_BYTES):
+               chunk_bytes=capture.CHUNK_BYTES, also=()):
     """Read captures and return their flows' features.
 
     :param paths: capture files, read in order into one flow table
     :param progress: called with (bytes read, total bytes) as reading goes
     :param chunk_bytes: how much of a file the reader parses at a time
+    :param also: other tables (with an ``add(batch)``) fed the same
+        batches in the same pass, e.g. :class:`tells.TellTable`
     :returns: (flows, readers) - readers say what each file held
     """
     table = FlowTable(options)
@@ -475,6 +490,8 @@ def read_flows(paths, options=None, tolerant=False, progress=None,
     for reader in readers:
         for batch in reader:
             table.add(batch)
+            for other in also:
+                other.add(batch)
             if progress:
                 progress(done + reader.bytes_read, total)
         done += reader.size

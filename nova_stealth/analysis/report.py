@@ -19,6 +19,7 @@ import numpy as np
 from nova_stealth.analysis import battery_report
 from nova_stealth.analysis import capture
 from nova_stealth.analysis import flows as flow_lib
+from nova_stealth.analysis import tells
 
 PLOT_SECONDS = 5.0
 PLOT_BIN = 0.01
@@ -157,6 +158,7 @@ def markdown(report, plots):
                                            ' | '.join(
                                                _number(row['cv'][w])
                                                for w in windows)))
+    lines += tells.markdown(report.get('tells'))
     flagged = [f for f in report['flows']
                if f['label'] == 'migration' or any(f['verdicts'].values())]
     lines += ['', '## Migrations and flagged flows', '',

@@ -23,6 +23,7 @@ from nova_stealth.analysis import audit
 from nova_stealth.analysis import detectors as detector_lib
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import report as report_lib
+from nova_stealth.analysis import tells
 from nova_stealth.analysis import truth
 from nova_stealth.cmd import arguments
 from nova_stealth import exception
@@ -78,6 +79,10 @@ def parse_args(argv):
     parser.add_argument('--tolerant', action='store_true',
                         help='keep what was read before a corrupt record')
     parser.add_argument('--no-plots', action='store_true')
+    parser.add_argument('--no-tells', action='store_true',
+                        help='leave out what an observer reads besides '
+                             'timing (payload prefixes, TLS fingerprints, '
+                             'endings, ports, co-timing)')
     parser.add_argument('-q', '--quiet', action='store_true',
                         help='no progress bar')
     args = parser.parse_args(argv)
@@ -149,9 +154,10 @@ def main(argv=None):
                 bar.total = total
                 bar.update(done - bar.n)
 
+            tell_table = None if args.no_tells else tells.TellTable(options)
             flows, readers = flow_lib.read_flows(
                 args.captures, options, tolerant=args.tolerant,
-                progress=progress)
+                progress=progress, also=[tell_table] if tell_table else [])
     except (exception.CaptureError, truth.TruthError, OSError,
             ValueError, KeyError) as e:
         return arguments.fail(PROG, e)
@@ -165,6 +171,11 @@ def main(argv=None):
                          'min_packets': options.min_packets,
                          'burst_gap_ms': args.burst_gap_ms,
                          'idle_timeout_s': options.idle_timeout}
+    if tell_table:
+        report['tells'], per_flow = tells.summarize(flows, labels,
+                                                    tell_table)
+        for entry, flow_tells in zip(report['flows'], per_flow):
+            entry['tells'] = flow_tells
     try:
         plots = _write(args, flows, labels, report, detectors)
     except OSError as e:
