@@ -54,9 +54,12 @@ def audited(tmp_path_factory):
     lab = netlab.Link().create()
     try:
         # Immediate mode: libpcap would otherwise hold the last packets
-        # (the reset among them) for up to its buffer timeout.
+        # (the reset among them) for up to its buffer timeout. It gives
+        # each packet a frame of the snap length, so the snap length is
+        # what a ClientHello needs (not 256 KiB) and the buffer is large.
         dump = netlab.Tcpdump(lab.dst, str(work / 'link.pcap'), '-i', 'd0',
-                              '-s', '0', '--immediate-mode', 'tcp')
+                              '-s', '4096', '-B', '65536',
+                              '--immediate-mode', 'tcp')
         try:
             server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             server_context.load_cert_chain(cert, key)
