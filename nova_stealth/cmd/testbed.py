@@ -72,6 +72,11 @@ def parse_args(argv):
     run.add_argument('--runs', type=arguments.integer(1), default=2,
                      help='runs per cell')
     run.add_argument('--seed', type=arguments.integer(0), default=0)
+    run.add_argument('--snaplen', type=arguments.integer(0, 262144),
+                     default=runner.SNAPLEN,
+                     help='bytes of each packet captured at the router '
+                          '(default %d: headers; 0: whole packets, for the '
+                          "audit's TLS and payload tells)" % runner.SNAPLEN)
     run.add_argument('--quick', action='store_true',
                      help='a small experiment for CI: %s' % json.dumps(QUICK))
     run.add_argument('--no-plots', action='store_true')
@@ -142,7 +147,8 @@ def run(args):
         if todo:
             workdir = os.path.join(args.out, 'load-%s' % load)
             os.makedirs(workdir, exist_ok=True)
-            with runner.Site(workdir, load, args.seed) as site:
+            with runner.Site(workdir, load, args.seed,
+                             snaplen=args.snaplen) as site:
                 loads[load] = site.measured_load
                 with open(loads_path, 'w') as out:
                     json.dump(loads, out)

@@ -55,6 +55,12 @@ GUEST_BOOT_TIMEOUT = 300
 DESTINATION_TIMEOUT = 30
 
 
+#: Bytes of each packet the router's tcpdump keeps: headers only. TLS
+#: ClientHellos and payload prefixes for the audit's tells need more (0:
+#: whole packets).
+SNAPLEN = 96
+
+
 def _record_process(workdir, process, what):
     path = os.path.join(workdir, PROCESSES)
     known = []
@@ -116,10 +122,11 @@ class Site(object):
     :param load: ``S``, ``M`` or ``H``
     """
 
-    def __init__(self, workdir, load, seed):
+    def __init__(self, workdir, load, seed, snaplen=SNAPLEN):
         self.workdir = workdir
         self.load = load
         self.seed = seed
+        self.snaplen = snaplen
         self.topology = topology.Topology(workdir)
         self.processes = []
         self.measured_load = None
@@ -204,7 +211,8 @@ class Site(object):
             port = qemu.LIBVIRT_PORTS[0]
         capture = os.path.join(self.workdir, name + '.pcap')
         dump = netns.Tcpdump(
-            self.topology.ns['rl'], capture, '-i', 'wan0', '-s', '96', 'tcp',
+            self.topology.ns['rl'], capture, '-i', 'wan0', '-s',
+            str(self.snaplen), 'tcp',
             spawned=lambda p: _record_process(self.workdir, p, 'tcpdump'))
         vms, agent = [], None
         try:

@@ -16,11 +16,14 @@ import ssl
 
 import hypothesis
 from hypothesis import strategies
+import pytest
 
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import tells
 from nova_stealth.analysis import tls_hello
 from nova_stealth.cmd import audit as audit_cmd
+from nova_stealth.cmd import testbed as testbed_cmd
+from nova_stealth.testbed import runner
 from tests import captures
 
 START = 1700000000 * 10 ** 9
@@ -222,3 +225,12 @@ def test_audit_reports_the_tells(tmp_path):
     text = (out / 'report.md').read_text()
     assert '### payload_prefix' in text
     assert 'Migrations show `qemu-migration (QEVM)`' in text
+
+
+def test_testbed_captures_at_the_snap_length_asked_for():
+    assert testbed_cmd.parse_args(['run', '--out', 'x']).snaplen == (
+        runner.SNAPLEN)
+    assert testbed_cmd.parse_args(['run', '--out', 'x', '--snaplen',
+                                   '0']).snaplen == 0
+    with pytest.raises(SystemExit):
+        testbed_cmd.parse_args(['run', '--out', 'x', '--snaplen', '-1'])
