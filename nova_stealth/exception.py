@@ -46,8 +46,9 @@ class UnknownPlugin(StealthError, LookupError):
 class ExistingRootQdisc(StealthError):
     """The egress device has a root qdisc an operator put there."""
 
-    msg_fmt = ('Device %(ifname)s already has a root qdisc %(kind)s '
-               '%(handle)s, which shaping the migration would replace; set '
+    msg_fmt = ('Device %(ifname)s has a qdisc %(kind)s %(handle)s that an '
+               'operator configured, which shaping the migration would '
+               'replace; set '
                '[stealth] allow_replace_root_qdisc = true to let nova_stealth '
                'replace it and restore it when the migration ends')
 

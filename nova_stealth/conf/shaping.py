@@ -37,10 +37,14 @@ today.
         'allow_replace_root_qdisc',
         default=False,
         help="""
-Allow nova_stealth to replace a root qdisc that an operator configured on the
-egress device (anything but the kernel's noqueue, pfifo_fast, fq_codel, mq
-and fq). It is saved first and restored exactly when the last migration on
-the device ends. When false, a migration over such a device is refused.
+Allow nova_stealth to replace the qdiscs that an operator configured on the
+egress device: any qdisc with a handle of its own, root or child (an fq or
+fq_codel root, a child tuned under mq, a tbf, an htb tree...), but for the
+untunable noqueue, pfifo_fast and mq, which are always saved and put back.
+They are saved first and restored exactly when the last migration on the
+device ends. When false, a migration over such a device is refused. The
+kernel's own qdiscs (handle 0:, whatever net.core.default_qdisc makes them)
+are replaced freely and come back by themselves.
 """),
 ]
 

@@ -29,9 +29,14 @@ from nova_stealth.shaping import tree
 
 LOG = logging.getLogger(__name__)
 
-#: Root qdiscs the kernel attaches by itself, which are replaced freely.
-DEFAULT_ROOT_KINDS = frozenset(
-    ['noqueue', 'pfifo_fast', 'fq_codel', 'mq', 'fq'])
+#: Qdiscs with nothing for an operator to tune: one configured explicitly
+#: is saved and put back, without asking. Any other qdisc an operator
+#: configured (it has a handle; the kernel's own have none), anywhere in the
+#: device's egress tree, an ``fq`` or ``fq_codel`` root or a child tuned
+#: under ``mq`` as much as a ``tbf``, needs ``allow_replace_root_qdisc``.
+#: The kernel's own qdiscs, of any kind (an ``fq_codel`` by
+#: ``net.core.default_qdisc``), are replaced freely.
+UNTUNED_KINDS = frozenset(['noqueue', 'pfifo_fast', 'mq'])
 
 
 def _snapshot_to_record(snapshot):
@@ -303,14 +308,18 @@ class Shaper(object):
             LOG.warning('The shaping tree recorded on %s is gone; '
                         'building it again', ifname)
         prior = None
-        if handle and (kind not in DEFAULT_ROOT_KINDS or any(
-                rtnl.message_kind(m) not in DEFAULT_ROOT_KINDS
-                for m in snapshot['qdiscs'])):
-            if not self.allow_replace_root_qdisc:
-                raise exception.ExistingRootQdisc(
-                    ifname=ifname, kind=kind,
-                    handle=tree.handle_text(handle))
-        if handle:
+        configured = [m for m in snapshot['qdiscs']
+                      if rtnl.message_handles(m)[1]]
+        tuned = [m for m in configured
+                 if rtnl.message_kind(m) not in UNTUNED_KINDS]
+        if tuned and not self.allow_replace_root_qdisc:
+            _index, tuned_handle, parent = rtnl.message_handles(tuned[0])
+            raise exception.ExistingRootQdisc(
+                ifname=ifname, kind=rtnl.message_kind(tuned[0]),
+                handle=tree.handle_text(tuned_handle) + (
+                    '' if parent == rtnl.TC_H_ROOT else
+                    ' (parent %s)' % tree.handle_text(parent)))
+        if configured:
             prior = _snapshot_to_record(snapshot)
         record = {'ifname': ifname, 'ifindex': link['index'],
                   'mtu': link['mtu'], 'prior': prior, 'sessions': {}}

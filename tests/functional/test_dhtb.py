@@ -427,3 +427,42 @@ def test_a_class_the_kernel_shows_is_never_taken_again(link, shaper):
     second = shaper.install('next', link.DST_V4, 61002, 4.0)
     assert second['classid'] != first['classid']
     shaper.remove('next')
+
+
+@pytest.fixture
+def multiqueue(link):
+    """A veth with four transmit queues under an mq root, in ``src``."""
+    netlab.run('ip', '-n', link.src, 'link', 'add', 'm0', 'numtxqueues', '4',
+               'type', 'veth', 'peer', 'name', 'm1', 'numtxqueues', '4')
+    for dev in ('m0', 'm1'):
+        netlab.run('ip', '-n', link.src, 'link', 'set', dev, 'up')
+    netlab.run('tc', '-n', link.src, 'qdisc', 'add', 'dev', 'm0', 'root',
+               'handle', '70:', 'mq')
+    return 'm0'
+
+
+def test_children_tuned_under_mq_are_refused_then_restored(link, shaper,
+                                                           multiqueue):
+    # This kernel has no fq_codel module; a bfifo with its own limit is as
+    # much an operator's tuning.
+    netlab.run('tc', '-n', link.src, 'qdisc', 'replace', 'dev', multiqueue,
+               'parent', '70:2', 'handle', '72:', 'bfifo', 'limit', '99999')
+    before = link.tc_show(dev=multiqueue)
+    assert 'qdisc bfifo 72: parent 70:2 limit 99999b' in before['qdisc']
+    with pytest.raises(exception.ExistingRootQdisc,
+                       match=r'qdisc bfifo 72:0 \(parent 70:2\)'):
+        shaper.install('mig', link.DST_V4, 61001, 4.0, ifname=multiqueue)
+    assert link.tc_show(dev=multiqueue) == before
+    shaper.allow_replace_root_qdisc = True
+    shaper.install('mig', link.DST_V4, 61001, 4.0, ifname=multiqueue)
+    assert 'qdisc htb 5ea1: root' in link.tc_show(dev=multiqueue)['qdisc']
+    shaper.remove('mig')
+    assert link.tc_show(dev=multiqueue) == before
+
+
+def test_an_untuned_mq_root_is_saved_and_put_back(link, shaper, multiqueue):
+    before = link.tc_show(dev=multiqueue)
+    assert 'qdisc mq 70: root' in before['qdisc']
+    shaper.install('mig', link.DST_V4, 61001, 4.0, ifname=multiqueue)
+    shaper.remove('mig')
+    assert link.tc_show(dev=multiqueue) == before

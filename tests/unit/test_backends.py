@@ -21,6 +21,7 @@ from nova_stealth.backends import pyroute2 as pyroute2_backend
 from nova_stealth.backends import recording
 from nova_stealth import exception
 from nova_stealth.privileged import rtnl
+from nova_stealth.shaping import state
 from nova_stealth.shaping import tc_lib
 from nova_stealth.shaping import tree
 
@@ -113,3 +114,62 @@ def test_modulator_changes_the_recorded_class(kernel, tmp_path):
     assert after.endswith(rtnl.htb_class_options(
         **tree.htb_shape(tree.mib_to_bytes(3.0), 1500)))
     shaper.remove('m1')
+
+
+def qdisc(handle, parent, kind):
+    """A dumped qdisc message of device 2, as the kernel shows one."""
+    body = rtnl.tcmsg(2, handle, parent) + rtnl.attr(rtnl.TCA_KIND,
+                                                     kind + b'\0')
+    return rtnl.NLMSGHDR.pack(rtnl.NLMSGHDR.size + len(body),
+                              rtnl.RTM_NEWQDISC, 0, 0, 0) + body
+
+
+def operator_tree(kernel, *qdiscs):
+    kernel.replay_tc(2, {'qdiscs': list(qdiscs), 'classes': [],
+                         'filters': []})
+    return kernel.dump_tc(2)
+
+
+@pytest.mark.parametrize('kind', [b'fq', b'fq_codel'])
+def test_an_operators_fq_root_needs_the_option(kernel, tmp_path, kind):
+    before = operator_tree(kernel, qdisc(0x80010000, rtnl.TC_H_ROOT, kind))
+    shaper = shaper_on(kernel, tmp_path)
+    with pytest.raises(exception.ExistingRootQdisc,
+                       match='qdisc %s 8001:0 ' % kind.decode()):
+        shaper.install('m1', '198.18.1.2', 61234, 8.0)
+    assert kernel.dump_tc(2) == before
+    shaper.allow_replace_root_qdisc = True
+    shaper.install('m1', '198.18.1.2', 61234, 8.0)
+    shaper.remove('m1')
+    assert kernel.dump_tc(2) == before
+
+
+@pytest.mark.parametrize('kind', [b'fq', b'fq_codel', b'pfifo_fast'])
+def test_the_kernels_own_root_is_replaced_freely(kernel, tmp_path, kind):
+    # Handle 0: the kernel made it (net.core.default_qdisc); it comes back
+    # by itself when the tree goes.
+    operator_tree(kernel, qdisc(0, rtnl.TC_H_ROOT, kind))
+    shaper = shaper_on(kernel, tmp_path)
+    shaper.install('m1', '198.18.1.2', 61234, 8.0)
+    assert shaper.remove('m1')
+
+
+def test_children_tuned_under_the_default_mq_need_the_option(kernel,
+                                                             tmp_path):
+    before = operator_tree(kernel, qdisc(0, rtnl.TC_H_ROOT, b'mq'),
+                           qdisc(0, 1, b'pfifo_fast'),
+                           qdisc(0x80020000, 2, b'fq_codel'))
+    shaper = shaper_on(kernel, tmp_path)
+    with pytest.raises(exception.ExistingRootQdisc,
+                       match=r'qdisc fq_codel 8002:0 \(parent 0:2\)'):
+        shaper.install('m1', '198.18.1.2', 61234, 8.0)
+    assert kernel.dump_tc(2) == before
+    shaper.allow_replace_root_qdisc = True
+    shaper.install('m1', '198.18.1.2', 61234, 8.0)
+    record = state.load(shaper.records_dir, 'stealth0')
+    # Saved, to be put back: the old code kept no copy under a default root.
+    assert record['prior'] is not None
+    replayed = []
+    kernel.replay_tc = lambda index, snapshot: replayed.append(snapshot)
+    shaper.remove('m1')
+    assert replayed and replayed[0]['qdiscs'] == before['qdiscs']
