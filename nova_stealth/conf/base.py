@@ -40,12 +40,16 @@ are sent unshaped.
 """),
     cfg.StrOpt(
         'state_dir',
-        default='/var/lib/nova/stealth',
+        default='$state_path/stealth',
         help="""
 Directory where port leases and installed shaping are recorded, so that a
 restarted nova-compute can remove what a crashed one left behind. It must be
 on local disk and writable by nova-compute. Each nova-compute keeps its own
 subdirectory, named after its host.
+
+Related options:
+
+* [DEFAULT] state_path (Nova's): the default is under it
 """),
     cfg.BoolOpt(
         'require_stealth',
@@ -68,11 +72,29 @@ keeps everything in memory and sends nothing (for tests only).
 ]
 
 
+#: Nova's [DEFAULT] state_path, for a [stealth] group outside Nova (the
+#: commands, the testbed, tests), so that state_dir's default reads
+#: nova.conf's state_path as nova-compute does. The default is the one
+#: distributions' nova.conf set.
+standalone_state_path_opt = cfg.StrOpt(
+    'state_path',
+    default='/var/lib/nova',
+    help="Nova's top-level directory for maintaining its state.")
+
+
 def register_opts(conf):
-    """Register the [stealth] group and its service-wide options."""
+    """Register the [stealth] group and its service-wide options.
+
+    On a configuration other than the global one, also Nova's
+    ``state_path`` if nothing registered it: in nova-compute, Nova
+    registers it on ``cfg.CONF``, where an option of ours of that name
+    would clash with Nova's.
+    """
     conf.register_group(cfg.OptGroup(GROUP, title=GROUP_TITLE,
                                      help=GROUP_HELP))
     conf.register_opts(base_opts, group=GROUP)
+    if conf is not cfg.CONF and 'state_path' not in conf:
+        conf.register_opt(standalone_state_path_opt)
 
 
 def list_opts():

@@ -117,6 +117,8 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
         if CONF.stealth.enabled:
             self.stealth = node_lib.StealthNode(CONF.stealth, host)
             self.stealth.sweep()
+        else:
+            node_lib.sweep_while_disabled(CONF.stealth, host)
 
     def get_available_resource(self, nodename):
         data = super().get_available_resource(nodename)

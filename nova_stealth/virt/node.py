@@ -50,6 +50,22 @@ def peer_address(address):
                                   type=socket.SOCK_STREAM)[0][4][0]
 
 
+def sweep_while_disabled(group, host):
+    """Remove what an earlier run of ``host`` left, with stealth turned off.
+
+    ``[stealth] enabled = false`` stops shaping new migrations, but a run
+    that crashed with it on may have left shaping and port leases: they
+    are removed all the same. A host that never ran nova_stealth (no
+    directory of its own under ``state_dir``) is left untouched: nothing
+    is made and no privsep daemon starts.
+
+    :returns: (sessions removed, leases ended)
+    """
+    if not os.path.isdir(os.path.join(group.state_dir, host)):
+        return [], {}
+    return StealthNode(group, host).sweep()
+
+
 class StealthNode(object):
     """Outgoing sessions and incoming port leases of one compute host.
 

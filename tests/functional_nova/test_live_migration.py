@@ -19,6 +19,7 @@ messages the real backend sends, so the checks below are on the tree that
 would be installed for real.
 """
 
+import os
 import threading
 import time
 
@@ -31,6 +32,7 @@ from nova.tests.functional.libvirt import base as libvirt_base
 import nova.virt.stealth  # noqa: F401
 
 from nova_stealth.backends import recording
+from nova_stealth.ports import leases as leases_lib
 from nova_stealth.privileged import rtnl
 from nova_stealth.shaping import state
 from nova_stealth.shaping import tree
@@ -380,6 +382,34 @@ class TestServiceLifecycle(StealthMigrationTestBase):
                           'stealth.StealthLibvirtDriver')
         self.assertIn('Invalid value 10 for option [libvirt] '
                       'live_migration_bandwidth', self.stdlog.logger.output)
+
+    def test_restart_with_stealth_disabled_still_sweeps(self):
+        # Turning nova_stealth off must not leave a crashed run's shaping
+        # and leases in place for ever.
+        self._start_held_migration()
+        self.assertTrue(self._trees('src'))
+        self.assertEqual([self.server['id']], list(self._leases('dest')))
+        old_src = self.src
+        held = old_src.driver._host.get_connection().lookupByUUIDString(
+            self.server['id'])
+
+        records_dir = old_src.driver.stealth.records_dir
+
+        self.flags(group='stealth', enabled=False)
+        self.restart_compute_service('src')
+        self.restart_compute_service('dest')
+        self.assertIsNone(self.computes['src'].driver.stealth)
+        self.assertIsNone(self.computes['dest'].driver.stealth)
+        self.assertEqual({}, self._trees('src'))
+        self.assertEqual(
+            [], [sid for ifname in state.devices(records_dir)
+                 for sid in state.load(records_dir, ifname)['sessions']])
+        dest_leases = leases_lib.PortLeases(
+            os.path.join(self.state_dir, 'dest'), [PORT_RANGE])
+        self.assertEqual({}, dest_leases.leases())
+        self.assertIn('left by an earlier run', self.stdlog.logger.output)
+        held._job_type = fakelibvirt.VIR_DOMAIN_JOB_CANCELLED
+        old_src.driver.stealth.abort_outgoing(self.server['id'])
 
     def test_restart_mid_migration_removes_what_was_left(self):
         self._start_held_migration()

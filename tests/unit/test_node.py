@@ -203,3 +203,26 @@ def test_a_failed_restore_of_the_root_is_retried(quiet_node, monkeypatch):
     quiet_node.sweep_unowned()
     assert replayed == [2]
     assert state.devices(quiet_node.records_dir) == []
+
+
+def test_a_disabled_service_still_sweeps_what_a_crash_left(tmp_path):
+    crashed = node_lib.StealthNode(
+        conf.load_group(state_dir=str(tmp_path), backend='recording'),
+        'unit-host')
+    port = crashed.lease('vm-1')
+    crashed.shaper.install('vm-2', '198.18.1.2', 62345, 8.0)
+    group = conf.load_group(state_dir=str(tmp_path), backend='recording',
+                            enabled=False)
+    assert node_lib.sweep_while_disabled(group, 'unit-host') == (
+        ['vm-2'], {'vm-1': port})
+    assert recording.RecordingBackend(host='unit-host').installed() == {}
+    assert leases_lib.PortLeases(str(tmp_path / 'unit-host'),
+                                 [range(62000, 65000)]).leases() == {}
+    recording.RecordingBackend.forget_hosts()
+
+
+def test_a_disabled_service_that_never_ran_makes_nothing(tmp_path):
+    group = conf.load_group(state_dir=str(tmp_path / 'state'),
+                            enabled=False)
+    assert node_lib.sweep_while_disabled(group, 'unit-host') == ([], {})
+    assert not (tmp_path / 'state').exists()
