@@ -50,7 +50,10 @@ from nova_stealth.analysis import tls_hello
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 #: Payload bytes kept of each direction's first data packet.
-PREFIX_BYTES = 2048
+PREFIX_BYTES = 16
+#: Bytes of a ClientHello read at most (post-quantum key shares make them
+#: about 1.8 KB, two segments).
+HELLO_BYTES = 8192
 #: Bytes of a prefix shown when it is no known magic.
 SHOWN_BYTES = 4
 CO_TIMING_S = 30.0
@@ -105,7 +108,7 @@ class _Connection(object):
     """What is known of one TCP connection (both directions)."""
 
     __slots__ = ('ports', 'first_ns', 'client', 'flags', 'prefix',
-                 'complete', 'preceding')
+                 'complete', 'hello', 'preceding')
 
     def __init__(self, ports, first_ns, preceding):
         #: (port of endpoint a, port of endpoint b)
@@ -117,6 +120,8 @@ class _Connection(object):
         #: first data bytes per direction (0: from a, 1: from b)
         self.prefix = [None, None]
         self.complete = [False, False]
+        #: a :class:`tls_hello.ClientHello` per direction, if one began it
+        self.hello = [None, None]
         self.preceding = preceding
 
     def server_port(self):
@@ -126,9 +131,9 @@ class _Connection(object):
 
     def tells(self, direction):
         """The tells of the flow from endpoint ``direction`` (0: a)."""
-        hello = None
-        if self.client is not None and self.prefix[self.client]:
-            hello = tls_hello.parse_client_hello(self.prefix[self.client])
+        # The client's hello; without a SYN, whichever side sent one.
+        hello = (self.hello[self.client] if self.client is not None
+                 else self.hello[0] or self.hello[1])
         ending = ('rst' if self.flags & RST else
                   'fin' if self.flags & FIN else 'none')
         port = self.server_port()
@@ -160,6 +165,10 @@ class TellTable(object):
         self.connections = {}
         #: (address a, address b) -> deque of recent connection starts
         self.pairs = {}
+        #: (digest, direction) -> the first segments of a ClientHello
+        self.assembling = {}
+        #: (JA4, ALPN) -> one parsed ClientHello that connections share
+        self.hellos = {}
         self.evicted = 0
         self._sweeps = flow_lib.SweepClock(options.idle_timeout)
         self._window_ns = int(CO_TIMING_S * 1e9)
@@ -252,18 +261,74 @@ class TellTable(object):
         data = np.flatnonzero(batch.payload_len[tcp] > 0)
         if not len(data):
             return
-        # The first data packet of each (connection, direction) here.
+        # The first data packet of each (connection, direction) here, and
+        # those that continue a ClientHello spread over segments.
         keys = digest[data] ^ direction[data].astype(np.uint64)
         _, first = np.unique(keys, return_index=True)
-        for index in data[np.sort(first)].tolist():
+        chosen = data[first]
+        if self.assembling:
+            waiting = np.fromiter((d for d, _side in self.assembling),
+                                  dtype=np.uint64)
+            chosen = np.union1d(chosen, data[np.isin(digest[data],
+                                                     waiting)])
+        before = set(self.assembling)
+        self._data(batch, tcp, digest, direction, np.sort(chosen))
+        started = set(self.assembling) - before
+        if started:
+            # Hellos begun in this batch go on in its later packets.
+            begun = np.fromiter((d for d, _side in started), dtype=np.uint64)
+            later = data[np.isin(digest[data], begun)]
+            self._data(batch, tcp, digest, direction,
+                       np.setdiff1d(later, chosen))
+
+    def _data(self, batch, tcp, digest, direction, indices):
+        for index in indices.tolist():
             connection = self.connections.get(int(digest[index]))
-            side = int(direction[index])
-            if connection is None or connection.prefix[side] is not None:
+            if connection is None:
                 continue
+            side = int(direction[index])
             packet = int(tcp[index])
-            connection.prefix[side] = batch.payload(packet, PREFIX_BYTES)
-            connection.complete[side] = bool(
-                batch.payload_captured[packet] >= batch.payload_len[packet])
+            whole = bool(batch.payload_captured[packet] >=
+                         batch.payload_len[packet])
+            if connection.prefix[side] is None:
+                self._first_data(connection, int(digest[index]), side,
+                                 batch.payload(packet, HELLO_BYTES), whole)
+            elif (int(digest[index]), side) in self.assembling:
+                self._more_data(connection, int(digest[index]), side,
+                                batch.payload(packet, HELLO_BYTES), whole)
+
+    def _first_data(self, connection, digest, side, payload, whole):
+        connection.prefix[side] = payload[:PREFIX_BYTES]
+        connection.complete[side] = whole
+        if payload[:1] != b'\x16' or len(payload) < 6 or (
+                payload[5] != tls_hello.HANDSHAKE_CLIENT_HELLO):
+            return
+        wanted = 5 + int.from_bytes(payload[3:5], 'big')
+        if len(payload) < min(wanted, HELLO_BYTES) and whole:
+            self.assembling[(digest, side)] = payload
+        else:
+            self._hello(connection, side, payload)
+
+    def _more_data(self, connection, digest, side, payload, whole):
+        """Add the next segment of a ClientHello.
+
+        In order only: a hello retransmitted or reordered parses as cut.
+        """
+        held = self.assembling[(digest, side)] + payload
+        wanted = 5 + int.from_bytes(held[3:5], 'big')
+        if len(held) >= min(wanted, HELLO_BYTES) or not whole:
+            del self.assembling[(digest, side)]
+            self._hello(connection, side, held[:HELLO_BYTES])
+        else:
+            self.assembling[(digest, side)] = held
+
+    def _hello(self, connection, side, data):
+        """Parse a ClientHello once; connections share equal ones."""
+        hello = tls_hello.parse_client_hello(data)
+        if hello is None:
+            return
+        key = (hello.ja4(), tuple(hello.alpn))
+        connection.hello[side] = self.hellos.setdefault(key, hello)
 
     def _sweep(self, now):
         """Forget connections that can no longer make a flow qualify."""
@@ -274,6 +339,8 @@ class TellTable(object):
             self.packets < self.options.min_packets)
         for digest in self.digests[stale].tolist():
             self.connections.pop(digest, None)
+            for side in (0, 1):
+                self.assembling.pop((digest, side), None)
         self.evicted += int(stale.sum())
         self.digests = self.digests[~stale]
         self.last_ns = self.last_ns[~stale]
@@ -298,6 +365,11 @@ class TellTable(object):
         connection = self.connections.get(int(digest[0]))
         if connection is None:
             return None
+        for side in (0, 1):
+            # A hello whose rest never came: what there is of it.
+            held = self.assembling.pop((int(digest[0]), side), None)
+            if held:
+                self._hello(connection, side, held)
         return connection.tells(0 if a_first else 1)
 
 

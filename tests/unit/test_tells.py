@@ -170,6 +170,26 @@ def test_client_hello_in_a_capture_and_cut_by_the_snap_length(tmp_path):
     assert cut[(41000, 16509)]['tls_client_hello'].endswith('~')
 
 
+def test_client_hello_over_two_segments(tmp_path):
+    hello_bytes, _context = client_hello()
+    expected = tls_hello.parse_client_hello(hello_bytes).ja4()
+    packets = connection(START, 42000, 443, hello_bytes[:200])
+    # The second data packet carries the rest of the hello.
+    packets[3] = (packets[3][0], captures.ipv4_tcp(
+        42000, 443, hello_bytes[200:], src=SRC, dst=DST, flags=ACK))
+    found, _ = read(tmp_path, packets)
+    assert found[(42000, 443)]['tls_client_hello'] == expected
+    assert not expected.endswith('~')
+    # Cut after the first segment (the connection ends), it is truncated.
+    found, _ = read(tmp_path, packets[:3] + packets[-1:], min_packets=1)
+    cut = found[(42000, 443)]['tls_client_hello']
+    assert cut.endswith('~')
+    # The cipher suites were all in the first 200 bytes; not every
+    # extension (supported_versions among them) was.
+    assert cut.split('_')[1] == expected.split('_')[1]
+    assert cut.split('_')[2] != expected.split('_')[2]
+
+
 @hypothesis.settings(max_examples=300, deadline=None)
 @hypothesis.given(strategies.integers(0, 600),
                   strategies.lists(strategies.tuples(
