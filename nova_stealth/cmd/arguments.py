@@ -54,6 +54,16 @@ def _check_bounds(value, low, high):
                 value, low, '' if high is None else ' and at most %s' % high))
 
 
+def argument_type(parse):
+    """An argparse type from ``parse``, whose ValueError says what is wrong."""
+    def wrapped(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e))
+    return wrapped
+
+
 def choices(allowed):
     """An argparse type: a comma-separated list of ``allowed`` names."""
     def parse(text):

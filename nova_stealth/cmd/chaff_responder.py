@@ -18,6 +18,8 @@ import signal
 import sys
 
 from nova_stealth.chaff import responder as responder_lib
+from nova_stealth.cmd import arguments
+from nova_stealth.conf import chaff as chaff_conf
 
 
 def parse_args(argv):
@@ -26,16 +28,26 @@ def parse_args(argv):
         description='Serve chaff streams to the peers of this compute node.')
     parser.add_argument('--address', default='::',
                         help='address to listen on (default all)')
-    parser.add_argument('--ports', required=True,
+    parser.add_argument('--ports', required=True, type=_ports,
                         help='ports, as LOW-HIGH or a comma-separated list')
+    # A host address with a prefix (devstack's $HOST_IP/24) is its network.
     parser.add_argument('--peer-network', action='append', required=True,
                         dest='peer_networks', metavar='CIDR',
+                        type=arguments.argument_type(chaff_conf.peer_network),
                         help='a network peers may connect from (repeat)')
     parser.add_argument('--max-connections', type=int, default=128)
     parser.add_argument('--max-per-peer', type=int, default=16)
     parser.add_argument('--peer-rate-mib', type=float, default=4.0,
                         help='most MiB/s one peer receives (default 4)')
     return parser.parse_args(argv)
+
+
+def _ports(text):
+    try:
+        return parse_ports(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            '%r: ports are LOW-HIGH or a comma-separated list' % text)
 
 
 def parse_ports(text):
@@ -52,7 +64,7 @@ def parse_ports(text):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     responder = responder_lib.ChaffResponder(
-        args.address, parse_ports(args.ports), args.peer_networks,
+        args.address, args.ports, args.peer_networks,
         max_connections=args.max_connections,
         max_per_peer=args.max_per_peer,
         peer_rate=int(args.peer_rate_mib * (1 << 20)))

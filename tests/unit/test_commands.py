@@ -16,6 +16,7 @@ import signal
 import pytest
 
 from nova_stealth.cmd import audit
+from nova_stealth.cmd import chaff_responder
 from nova_stealth.cmd import cleanup
 from nova_stealth.cmd import testbed
 
@@ -53,6 +54,10 @@ BAD_ARGUMENTS = [
     (testbed, ['run', '--out', '/proc/version/out'],
      "nova-stealth-testbed: [Errno 20] Not a directory: "
      "'/proc/version/out'"),
+    (chaff_responder, ['--ports', '61500-61503', '--peer-network',
+                       '127.0.0.1/33'], "'127.0.0.1/33' is not a network"),
+    (chaff_responder, ['--ports', '61500-x', '--peer-network',
+                       '198.18.0.0/24'], "'61500-x'"),
     (cleanup, ['--config-file', '/nonexistent/nova.conf'],
      'nova-stealth-cleanup: Failed to find some config files: '
      '/nonexistent/nova.conf'),
