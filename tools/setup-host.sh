@@ -34,3 +34,6 @@ fi
     -r requirements.txt -r test-requirements.txt
 # The tests and the testbed run the audit: its extras too.
 .venv/bin/pip install -q --disable-pip-version-check -e '.[audit,testbed]'
+# The battery's cnn attacker (the "sequence" extra), tested in CI: the CPU
+# build this machine's index serves.
+.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0

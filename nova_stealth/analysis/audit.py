@@ -152,7 +152,7 @@ def chi_square_table(flows, labels):
 
 
 def run_battery(flows, labels, seed=0, groups=None):
-    """The attacker battery on labelled flows (JSON-ready results).
+    """The attacker battery on labelled flows: battery.run's result.
 
     A migration's kind is its mode (``native`` trains the paper's way).
     Without ``groups`` (a run name per flow), each flow is its own group.
@@ -161,8 +161,7 @@ def run_battery(flows, labels, seed=0, groups=None):
                               kind if label == 'migration' else None,
                               groups[i] if groups else str(flow.key), 'all')
                for i, (flow, (label, kind)) in enumerate(zip(flows, labels))]
-    found = battery.run(samples, seed=seed)
-    return {'results': found['results'], 'notes': found['notes']}
+    return battery.run(samples, seed=seed)
 
 
 def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None):
@@ -253,7 +252,13 @@ def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None):
                 [labels[i] for i in chosen]))
         report['detectors'][name] = summary
     if labels:
-        report['battery'] = run_battery(flows, labels, seed)
+        found = run_battery(flows, labels, seed)
+        for (attacker, trained_on), scores in found.pop('scores').items():
+            for entry, score in zip(report['flows'], scores):
+                entry.setdefault('battery_scores', {})[
+                    '%s|%s' % (attacker, trained_on)] = _finite(
+                        float(score))
+        report['battery'] = found
         report['chi_square'] = chi_square_table(flows, labels)
         report['cv_table'] = stats.cv_table(_groups(flows, labels),
                                             flow_lib.WINDOWS)

@@ -34,20 +34,43 @@ from sklearn import model_selection
 
 from nova_stealth.analysis import boosting
 from nova_stealth.analysis import detectors as detector_lib
+from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import metrics
+from nova_stealth.analysis import sequence
+from nova_stealth.analysis import twosample
 
 FOLDS = 5
 NATIVE = 'native'
 #: The MaxEnt window set of the battery: defined from 3,000 packets on.
 MAXENT_WINDOWS = (100, 500, 1000)
 
+#: The battery's cnn: windows of 5.12 s, the first two of each flow.
+CNN_SETTINGS = {'length': 512, 'max_windows': 2, 'channels': (16, 32, 32),
+                'epochs': 12}
+
+#: The attacker whose out-of-fold scores make the classifier two-sample
+#: test, trained on the mode it tests.
+C2ST_ATTACKER = 'gbm'
+
 #: One labelled flow: its run (the CV group) and load level.
 Sample = collections.namedtuple('Sample', 'flow label kind mode run load')
 
 
-def attackers(seed=0):
-    """{name: factory of an unfitted estimator}; pattern needs no training."""
-    return {
+def sequence_available():
+    """Whether PyTorch, which the cnn attacker needs, is installed."""
+    try:
+        sequence._torch()
+    except ImportError:
+        return False
+    return True
+
+
+def attackers(seed=0, cnn=None):
+    """{name: factory of an unfitted estimator}; pattern needs no training.
+
+    :param cnn: include the cnn attacker (default: when PyTorch is there)
+    """
+    found = {
         'pattern': lambda: detector_lib.PatternMatchingDetector(),
         detector_lib.maxent_name(MAXENT_WINDOWS):
             lambda: detector_lib.MaxEntDetector(
@@ -56,6 +79,10 @@ def attackers(seed=0):
         'gbm-segments': lambda: boosting.GradientBoostingDetector(
             segments=True, random_state=seed),
     }
+    if sequence_available() if cnn is None else cnn:
+        found['cnn'] = lambda: sequence.SequenceDetector(**dict(
+            CNN_SETTINGS, random_state=seed))
+    return found
 
 
 def _score(detector, flows):
@@ -94,14 +121,16 @@ def grouped_folds(y, groups, folds=FOLDS, seed=0,
 
 
 def out_of_fold(factory, samples, positive, judged, folds=FOLDS, seed=0,
-                splitter=model_selection.StratifiedGroupKFold):
+                splitter=model_selection.StratifiedGroupKFold,
+                with_folds=False):
     """Out-of-fold scores of ``judged`` samples.
 
     :param positive: per sample True (a training migration), False (a
         training background flow) or None (not trained on)
     :param judged: per sample whether to score it
     :returns: scores, NaN where not judged; each judged sample is scored
-        by a model fitted without any sample of its run
+        by a model fitted without any sample of its run; with
+        ``with_folds``, also the fold that judged each (-1: none)
     """
     pool = np.array([p is not None for p in positive])
     index = np.flatnonzero(pool)
@@ -113,6 +142,7 @@ def out_of_fold(factory, samples, positive, judged, folds=FOLDS, seed=0,
         for run in set(runs[index[test]]):
             fold_of_run[run] = number
     scores = np.full(len(samples), np.nan)
+    judged_by = np.full(len(samples), -1)
     flows = [s.flow for s in samples]
     for number, (train, _test) in enumerate(pairs):
         trained_runs = set(runs[index[train]])
@@ -123,7 +153,8 @@ def out_of_fold(factory, samples, positive, judged, folds=FOLDS, seed=0,
         assert not trained_runs & {runs[i] for i in chosen}
         if chosen:
             scores[chosen] = _score(model, [flows[i] for i in chosen])
-    return scores
+            judged_by[chosen] = number
+    return (scores, judged_by) if with_folds else scores
 
 
 def _hash_fold(run, folds):
@@ -134,14 +165,7 @@ def _hash_fold(run, folds):
 def _summaries(samples, scores, mode, seed, samples_ci):
     """metrics.summary of ``mode``'s migrations against background."""
     rows = []
-    chosen = [i for i, s in enumerate(samples)
-              if s.label == 'background' or
-              (s.label == 'migration' and s.mode == mode)]
-    loads = sorted({samples[i].load for i in chosen
-                    if samples[i].label == 'migration'}, key=str)
-    for load in ['all'] + loads:
-        mine = [i for i in chosen if load == 'all' or
-                samples[i].load == load]
+    for load, mine in _by_load(samples, mode).items():
         labels = [samples[i].label == 'migration' for i in mine]
         if not any(labels) or all(labels):
             continue
@@ -159,11 +183,14 @@ def run(samples, seed=0, folds=FOLDS, factories=None,
     :returns: {'results': [{attacker, trained_on, mode, load, auc,
         auc_ci, tpr_at_0.01, ...}], 'notes': [...], 'scores': {...}}
     """
-    factories = factories or attackers(seed)
+    chosen = factories or attackers(seed)
     modes = sorted({s.mode for s in samples if s.label == 'migration'})
-    results, notes = [], []
+    results, notes, two_sample = [], [], []
+    if factories is None and 'cnn' not in chosen:
+        notes.append('cnn not run: PyTorch is not installed (the sequence '
+                     'extra of nova_stealth)')
     scores_by = {}
-    for attacker, factory in factories.items():
+    for attacker, factory in chosen.items():
         for trained_on in modes:
             if trained_on != NATIVE and attacker == 'pattern':
                 continue  # nothing is learned: the same scores either way
@@ -181,9 +208,11 @@ def run(samples, seed=0, folds=FOLDS, factories=None,
                     model = factory().fit(None)
                     scores = np.where(judged, _score(
                         model, [s.flow for s in samples]), np.nan)
+                    judged_by = np.zeros(len(samples), int)
                 else:
-                    scores = out_of_fold(factory, samples, positive, judged,
-                                         folds, seed)
+                    scores, judged_by = out_of_fold(
+                        factory, samples, positive, judged, folds, seed,
+                        with_folds=True)
             except ValueError as e:
                 notes.append('%s trained on %s: %s' % (attacker, trained_on,
                                                        e))
@@ -194,7 +223,59 @@ def run(samples, seed=0, folds=FOLDS, factories=None,
                                       samples_ci):
                     results.append(dict(row, attacker=attacker,
                                         trained_on=trained_on, mode=mode))
-    return {'results': results, 'notes': notes, 'scores': scores_by}
+            if attacker == C2ST_ATTACKER:
+                two_sample += _classifier_tests(samples, scores, judged_by,
+                                                trained_on, seed)
+    for mode in modes:
+        two_sample += _mmd_tests(samples, mode, seed)
+    return {'results': results, 'notes': notes, 'scores': scores_by,
+            'two_sample': two_sample}
+
+
+def _by_load(samples, mode):
+    """{load or 'all': indices of background and ``mode``'s migrations}."""
+    chosen = [i for i, s in enumerate(samples)
+              if s.label == 'background' or
+              (s.label == 'migration' and s.mode == mode)]
+    loads = sorted({samples[i].load for i in chosen
+                    if samples[i].label == 'migration'}, key=str)
+    found = {'all': chosen}
+    for load in loads:
+        found[load] = [i for i in chosen if samples[i].load == load]
+    return found
+
+
+def _classifier_tests(samples, scores, judged_by, mode, seed):
+    """The classifier two-sample test of ``mode``, by its own attacker."""
+    rows = []
+    for load, mine in _by_load(samples, mode).items():
+        labels = [samples[i].label == 'migration' for i in mine]
+        found = twosample.classifier_test(labels, scores[mine],
+                                          judged_by[mine], seed=seed)
+        if found:
+            rows.append(dict(found, test='c2st', attacker=C2ST_ATTACKER,
+                             trained_on=mode, mode=mode, load=load,
+                             migrations=sum(labels),
+                             background=len(labels) - sum(labels)))
+    return rows
+
+
+def _mmd_tests(samples, mode, seed):
+    """MMD of ``mode``'s migrations against background, on CV vectors."""
+    rows = []
+    for load, mine in _by_load(samples, mode).items():
+        migrations = [samples[i].flow for i in mine
+                      if samples[i].label == 'migration']
+        background = [samples[i].flow for i in mine
+                      if samples[i].label == 'background']
+        found = twosample.mmd_test(
+            twosample.cv_vectors(migrations, flow_lib.WINDOWS),
+            twosample.cv_vectors(background, flow_lib.WINDOWS), seed=seed)
+        if found:
+            rows.append(dict(found, test='mmd', mode=mode, load=load,
+                             migrations=len(migrations),
+                             background=len(background)))
+    return rows
 
 
 def strongest(results, mode, load='all', key='tpr_at_0.02'):

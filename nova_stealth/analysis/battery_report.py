@@ -12,6 +12,9 @@
 """The battery's tables and plots, for the testbed's and the audit's report.
 """
 
+import os
+import warnings
+
 import numpy as np
 
 
@@ -60,6 +63,7 @@ def markdown(found):
              'background flows (with fewer than 100 / 50 background flows '
              'that is none of them).']
     lines += tables(found['results'])
+    lines += two_sample_lines(found.get('two_sample'))
     counts = found.get('counts')
     if counts:
         lines += ['', 'Runs: ' + ', '.join(
@@ -79,3 +83,121 @@ def roc_points(labels, scores):
     fpr = np.concatenate(([0.0], np.cumsum(~labels) /
                           max((~labels).sum(), 1)))
     return fpr, tpr
+
+
+def two_sample_lines(rows):
+    """Markdown lines: the two-sample tests, per mode and load."""
+    if not rows:
+        return []
+    lines = ['', '### Two-sample tests: migrations against background', '',
+             'c2st: the held-out AUC of gbm trained on the mode, p-value of '
+             'labels permuted within folds; mmd: unbiased MMD^2 on log '
+             'throughput CV per paper window, Gaussian kernel, p-value of '
+             'labels permuted. Small p: the two are told apart.', '',
+             '| test | mode | load | migrations | background | statistic '
+             '| p-value |', '|---|---|---|---|---|---|---|']
+    for row in sorted(rows, key=lambda r: (r['test'], r['mode'],
+                                           r['load'] != 'all',
+                                           str(r['load']))):
+        statistic = ('AUC %.3f' % row['auc'] if row['test'] == 'c2st'
+                     else 'MMD2 %.4f' % row['mmd2'])
+        lines.append('| %s | %s | %s | %d | %d | %s | %.4f |' % (
+            row['test'], row['mode'], row['load'], row['migrations'],
+            row['background'], statistic, row['p_value']))
+    return lines
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot
+    return pyplot
+
+
+def plot_roc(labels, modes, scores_by, out_dir):
+    """roc-<mode>.png: each attacker's ROC on that mode against background.
+
+    :param labels: per flow, its label (migration, background...)
+    :param modes: per flow, the mode of a migration
+    :param scores_by: {(attacker, trained_on): out-of-fold scores per flow}
+    :returns: the names of the files written
+    """
+    pyplot = _pyplot()
+    labels = np.asarray(labels, dtype=object)
+    modes = np.asarray(modes, dtype=object)
+    written = []
+    for mode in sorted({m for m, l in zip(modes, labels)
+                        if l == 'migration'}):
+        chosen = (labels == 'background') | ((labels == 'migration') &
+                                             (modes == mode))
+        positive = (labels == 'migration')[chosen]
+        figure, axis = pyplot.subplots(figsize=(5.5, 5))
+        for (attacker, trained_on), scores in sorted(scores_by.items()):
+            mine = np.asarray(scores, dtype=float)[chosen]
+            if np.isnan(mine).all() or trained_on not in ('native', mode):
+                continue
+            fpr, tpr = roc_points(positive, mine)
+            axis.plot(fpr, tpr, linewidth=1, label='%s (trained on %s)' % (
+                attacker, trained_on), linestyle='-' if trained_on == mode
+                else '--')
+        axis.plot([0, 1], [0, 1], color='grey', linewidth=0.5)
+        axis.axvline(0.02, color='grey', linewidth=0.5, linestyle=':')
+        axis.set_xlabel('false-positive rate (background flows)')
+        axis.set_ylabel('true-positive rate (%s migrations)' % mode)
+        axis.set_title('ROC: %s, %d migrations, %d background' % (
+            mode, positive.sum(), (~positive).sum()), fontsize=9)
+        axis.legend(fontsize=7, loc='lower right')
+        figure.tight_layout()
+        name = 'roc-%s.png' % mode
+        figure.savefig(os.path.join(out_dir, name), dpi=100)
+        pyplot.close(figure)
+        written.append(name)
+    return written
+
+
+def plot_cv_windows(labels, modes, window_cvs, windows, out_dir):
+    """cv-windows.png: each mode's median CV per window (Tables II, IV).
+
+    The background's 10th to 90th percentile is drawn as a band.
+
+    :returns: the names of the files written
+    """
+    pyplot = _pyplot()
+    values = np.array([[cvs[w] for w in windows] for cvs in window_cvs],
+                      dtype=float).reshape(-1, len(windows))
+    labels = np.asarray(labels, dtype=object)
+    modes = np.asarray(modes, dtype=object)
+    background = values[labels == 'background']
+    if not len(background):
+        return []
+    figure, axis = pyplot.subplots(figsize=(6.5, 4))
+    with warnings.catch_warnings():
+        # A window no flow of a group reaches gives NaN, drawn as a gap.
+        warnings.simplefilter('ignore', RuntimeWarning)
+        low = np.nanpercentile(background, 10, axis=0)
+        high = np.nanpercentile(background, 90, axis=0)
+        middle = np.nanmedian(background, axis=0)
+        axis.fill_between(windows, low, high, color='grey', alpha=0.3,
+                          label='background, 10th-90th percentile '
+                                '(%d flows)' % len(background))
+        axis.plot(windows, middle, color='grey', label='background, median')
+        for mode in sorted({m for m, l in zip(modes, labels)
+                            if l == 'migration'}):
+            mine = values[(labels == 'migration') & (modes == mode)]
+            axis.plot(windows, np.nanmedian(mine, axis=0), marker='o',
+                      label='%s migrations, median (%d)' % (mode, len(mine)))
+    axis.set_xscale('log')
+    axis.set_yscale('log')
+    axis.set_xlabel('packet window')
+    axis.set_ylabel('throughput CV')
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(os.path.join(out_dir, 'cv-windows.png'), dpi=100)
+    pyplot.close(figure)
+    return ['cv-windows.png']
+
+
+def plots(out_dir, labels, modes, window_cvs, scores_by, windows):
+    """Every battery plot; returns the names of the files written."""
+    return (plot_roc(labels, modes, scores_by, out_dir) +
+            plot_cv_windows(labels, modes, window_cvs, windows, out_dir))

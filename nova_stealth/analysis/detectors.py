@@ -204,11 +204,14 @@ class MaxEntDetector(base.ClassifierMixin, base.BaseEstimator):
 
 def detector_from_dict(data):
     """Rebuild any detector saved with ``to_dict``."""
-    # Imported here: the boosted detector builds on this module's names.
+    # Imported here: they build on this module's names (and the cnn's
+    # module imports PyTorch only when a model is loaded).
     from nova_stealth.analysis import boosting
+    from nova_stealth.analysis import sequence
 
     kinds = {'pattern': PatternMatchingDetector, 'maxent': MaxEntDetector,
-             'gbm': boosting.GradientBoostingDetector}
+             'gbm': boosting.GradientBoostingDetector,
+             'cnn': sequence.SequenceDetector}
     if data.get('kind') not in kinds:
         raise ValueError('unknown detector kind %r' % data.get('kind'))
     return kinds[data['kind']].from_dict(data)

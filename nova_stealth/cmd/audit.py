@@ -20,6 +20,7 @@ import sys
 import tqdm
 
 from nova_stealth.analysis import audit
+from nova_stealth.analysis import battery_report
 from nova_stealth.analysis import detectors as detector_lib
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import report as report_lib
@@ -200,6 +201,15 @@ def _write(args, flows, labels, report, detectors):
                                       os.path.join(args.out,
                                                    'detection.png'))
             plots.append('detection.png')
+    if not args.no_plots and report.get('battery'):
+        os.makedirs(args.out, exist_ok=True)
+        plots += battery_report.plots(
+            args.out, [f['label'] for f in report['flows']],
+            [f['kind'] if f['label'] == 'migration' else None
+             for f in report['flows']],
+            [{w: flow.window_cvs[w] for w in flow_lib.WINDOWS}
+             for flow in flows], _battery_scores(report),
+            flow_lib.WINDOWS)
     report_lib.write(args.out, report, plots)
     if args.save_model:
         with open(args.save_model, 'w') as model_file:
@@ -207,6 +217,17 @@ def _write(args, flows, labels, report, detectors):
                                      for name, d in detectors.items()}},
                       model_file, indent=1)
     return plots
+
+
+def _battery_scores(report):
+    """{(attacker, trained_on): score per flow} from report.json's flows."""
+    found = {}
+    for index, flow in enumerate(report['flows']):
+        for name, score in flow.get('battery_scores', {}).items():
+            scores = found.setdefault(tuple(name.split('|')),
+                                      [float('nan')] * len(report['flows']))
+            scores[index] = float('nan') if score is None else score
+    return found
 
 
 def _plotted(flows, labels):

@@ -142,6 +142,7 @@ def write(out_dir, runs, loads, seed=0, with_plots=True):
     pooled = scoring.labelled_flows(runs)
     attacks = scoring.attack(pooled, seed)
     found = scoring.battery(pooled, seed)
+    scores_by = found.pop('scores')
     scoring.costs(runs)
     summary = scoring.summarise(runs, attacks, found)
     chi, cv = scoring.tables(pooled)
@@ -154,7 +155,13 @@ def write(out_dir, runs, loads, seed=0, with_plots=True):
                             for row in cv]}
     with open(os.path.join(out_dir, 'results.json'), 'w') as out:
         json.dump(results, out, indent=1, sort_keys=True)
-    made = plots(out_dir, runs, pooled, summary) if with_plots else []
+    made = []
+    if with_plots:
+        made = plots(out_dir, runs, pooled, summary)
+        made += battery_report.plots(
+            out_dir, [s.label for s in pooled], [s.mode for s in pooled],
+            [s.flow.window_cvs for s in pooled], scores_by,
+            flow_lib.WINDOWS)
     for row in results['cv_table']:
         row['cv'] = {int(w): c for w, c in row['cv'].items()}
     with open(os.path.join(out_dir, 'report.md'), 'w') as out:

@@ -164,10 +164,13 @@ def attack(pooled, seed=0):
 
 
 def battery(pooled, seed=0, folds=battery_lib.FOLDS):
-    """The battery's results (JSON-ready): rows and notes."""
+    """The battery's results: rows, two-sample tests, notes, counts.
+
+    All JSON-ready but ``scores``: {(attacker, trained_on): out-of-fold
+    score per flow of ``pooled``}, for the plots.
+    """
     found = battery_lib.run(pooled, seed=seed, folds=folds)
-    return {'results': found['results'], 'notes': found['notes'],
-            'counts': _counts(pooled)}
+    return dict(found, counts=_counts(pooled))
 
 
 def _counts(pooled):
