@@ -10,3 +10,9 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 """nova_stealth inside nova-compute (the driver is in :mod:`.driver`)."""
+
+#: The placement trait of a compute node whose nova-compute shapes live
+#: migrations (``[stealth] enabled``): operators see it with ``openstack
+#: resource provider trait list``, and a flavor or the scheduler can ask
+#: for it.
+TRAIT = 'CUSTOM_NOVA_STEALTH'

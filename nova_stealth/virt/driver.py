@@ -23,7 +23,9 @@ else is the libvirt driver's own; on the live-migration path:
   starts the chaff before libvirt starts the migration, and removes both on
   every way out (Nova's post and recover callbacks, and a ``finally``);
 - each compute publishes ``nova_stealth`` in its compute node stats, so
-  each end knows whether the other runs nova_stealth; a migration between
+  each end knows whether the other runs nova_stealth, and the placement
+  trait ``CUSTOM_NOVA_STEALTH`` on its resource provider, which operators
+  and the scheduler see; a migration between
   a stealth host and one without it goes ahead unshaped with a warning, or
   is refused when ``[stealth] require_stealth`` is set;
 - tunnelled migrations (no data port to shape) are refused in the
@@ -43,6 +45,7 @@ from nova_stealth import conf as stealth_conf
 from nova_stealth.engine import destination
 from nova_stealth.engine import source
 from nova_stealth import exception
+from nova_stealth import virt
 from nova_stealth.virt import node as node_lib
 
 # nova.conf.CONF is oslo.config's global object, on which importing
@@ -119,6 +122,19 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
             self.stealth.sweep()
         else:
             node_lib.sweep_while_disabled(CONF.stealth, host)
+
+    def update_provider_tree(self, provider_tree, nodename,
+                             allocations=None):
+        """The libvirt driver's provider tree, with our trait when shaping.
+
+        The trait is removed when ``[stealth] enabled`` is turned off, so
+        that a node that stopped shaping stops saying it does.
+        """
+        super().update_provider_tree(provider_tree, nodename, allocations)
+        if self.stealth is not None:
+            provider_tree.add_traits(nodename, virt.TRAIT)
+        else:
+            provider_tree.remove_traits(nodename, virt.TRAIT)
 
     def get_available_resource(self, nodename):
         data = super().get_available_resource(nodename)

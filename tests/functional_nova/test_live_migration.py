@@ -133,6 +133,10 @@ class StealthMigrationTestBase(libvirt_base.ServersTestBase,
         node = getattr(self.computes[hostname].driver, 'stealth', None)
         return node.leases.leases() if node else {}
 
+    def _traits(self, hostname):
+        return self._get_provider_traits(
+            self._get_provider_uuid_by_host(hostname))
+
     def _recorded_sessions(self, hostname):
         found = {}
         host_dir = self.computes[hostname].driver.stealth.records_dir
@@ -324,6 +328,13 @@ class TestPlainDestination(StealthMigrationTestBase):
 
     DEST_DRIVER = 'libvirt.LibvirtDriver'
 
+    def test_only_the_stealth_compute_carries_the_trait(self):
+        # What `openstack resource provider trait list` shows operators.
+        self.assertIn('CUSTOM_NOVA_STEALTH', self._traits('src'))
+        self.assertNotIn('CUSTOM_NOVA_STEALTH', self._traits('dest'))
+        # The libvirt driver's own traits are still reported.
+        self.assertIn('COMPUTE_NET_VIF_MODEL_VIRTIO', self._traits('src'))
+
     def test_migrates_unshaped_with_a_warning(self):
         self._live_migrate(self.server, 'completed', 'ACTIVE')
         self.assertEqual('dest', self._host_of(self.server))
@@ -369,6 +380,13 @@ class TestPlainSource(StealthMigrationTestBase):
 
 
 class TestServiceLifecycle(StealthMigrationTestBase):
+
+    def test_the_trait_goes_when_stealth_is_disabled(self):
+        self.assertIn('CUSTOM_NOVA_STEALTH', self._traits('src'))
+        self.flags(group='stealth', enabled=False)
+        self.restart_compute_service('src')
+        self.assertNotIn('CUSTOM_NOVA_STEALTH', self._traits('src'))
+        self.assertIn('COMPUTE_NET_VIF_MODEL_VIRTIO', self._traits('src'))
 
     def test_bad_options_stop_the_service(self):
         self.flags(group='stealth', backend='no-such-backend')
