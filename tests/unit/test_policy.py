@@ -39,15 +39,32 @@ def test_installed_policies():
 
 
 def test_load_by_name_uses_the_options(write_conf):
+    # Every option its own value, none a default: an option dropped (the
+    # default comes back) or two swapped shows.
     conf = write_conf(min_rate='2', max_rate='12', start_rate='3',
-                      rate_window='20', cv_lower='0.4')
+                      rate_window='20', cv_lower='0.4', cv_upper='1.3',
+                      direction_change_threshold='0.15',
+                      random_flip_chance='7.5',
+                      increase_factor_range='1.05,1.3',
+                      strong_increase_factor_range='1.45,1.8',
+                      decrease_factor_range='0.85,0.95',
+                      strong_decrease_factor_range='0.2,0.7')
     loaded = policy.load('paper', conf.stealth, seed=3)
     assert isinstance(loaded, paper.PaperRatePolicy)
     assert (loaded.min_rate, loaded.max_rate, loaded.rate) == (2, 12, 3)
     assert loaded.rates.maxlen == 20
-    assert loaded.cv_lower == 0.4
+    assert (loaded.cv_lower, loaded.cv_upper) == (0.4, 1.3)
+    assert loaded.direction_change_threshold == 0.15
+    assert loaded.random_flip_chance == 7.5
+    # ranges[(rising, strong)]
+    assert loaded.ranges == {(True, False): (1.05, 1.3),
+                             (True, True): (1.45, 1.8),
+                             (False, False): (0.85, 0.95),
+                             (False, True): (0.2, 0.7)}
     baseline = policy.load('constant', conf.stealth)
     assert isinstance(baseline, constant.ConstantRatePolicy)
+    assert (baseline.min_rate, baseline.max_rate) == (2, 12)
+    assert set(run(baseline, 20)) == {3}
 
 
 def test_unknown_policy_lists_the_installed_ones(write_conf):
