@@ -247,6 +247,18 @@ def test_audit_command_end_to_end(recorded, tmp_path):
     assert (tmp_path / 'out' / 'throughput.png').stat().st_size > 10000
     assert (tmp_path / 'out' / 'detection.png').stat().st_size > 5000
     assert '## Detectors' in (tmp_path / 'out' / 'report.md').read_text()
+    # The battery: the paced flows are a mode of their own ("paced"), which
+    # every attacker trained on them judges out of fold.
+    rows = {(r['attacker'], r['trained_on']): r
+            for r in report['battery']['results'] if r['mode'] == 'paced'}
+    assert rows[('pattern', 'native')]['auc'] == 1.0
+    for attacker in ('gbm', 'gbm-segments', 'maxent-100-500-1000'):
+        assert rows[(attacker, 'paced')]['positives'] == len(PACED)
+    assert '## The attacker battery' in (
+        tmp_path / 'out' / 'report.md').read_text()
+    for name in ('roc-paced.png', 'cv-windows.png'):
+        assert (tmp_path / 'out' / name).stat().st_size > 5000
+    assert all('battery_scores' in f for f in labelled)
     with open(model) as model_file:
         saved = json.load(model_file)['detectors']
     assert saved['pattern']['kind'] == 'pattern'
