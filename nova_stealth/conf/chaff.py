@@ -67,6 +67,10 @@ Most chaff bytes a migration may cause, as a fraction of the migration's own
 bytes. The ramp schedule with the default policy sends 40 to 50% (most of it
 filling in under the migration); when the budget runs out the chaff stops,
 which an observer can see.
+
+Related options:
+
+* chaff_max_rate
 """),
     cfg.FloatOpt(
         'chaff_max_rate',
@@ -75,6 +79,11 @@ which an observer can see.
         help="""
 Highest total chaff rate, in MiB/s, a migration may cause. To hide the
 start of a migration the chaff must reach about the migration's mean rate.
+
+Related options:
+
+* chaff_budget_fraction
+* max_rate
 """),
     cfg.StrOpt(
         'chaff_schedule',

@@ -66,12 +66,28 @@ follows real traffic). 0 disables the floor. At most max_rate.
         'min_rate',
         default=1.0,
         min=0.01,
-        help='Lowest rate, in MiB/s, the policy may set (minR).'),
+        help="""
+Lowest rate, in MiB/s, the policy may set (minR). Lower than max_rate.
+
+Related options:
+
+* max_rate
+* start_rate
+"""),
     cfg.FloatOpt(
         'max_rate',
         default=16.0,
         min=0.01,
-        help='Highest rate, in MiB/s, the policy may set (maxR).'),
+        help="""
+Highest rate, in MiB/s, the policy may set (maxR). [libvirt]
+live_migration_bandwidth must be 0 or at least four times this.
+
+Related options:
+
+* min_rate
+* start_rate
+* [libvirt] live_migration_bandwidth
+"""),
     cfg.FloatOpt(
         'start_rate',
         default=4.0,
@@ -79,6 +95,11 @@ follows real traffic). 0 disables the floor. At most max_rate.
         help="""
 Rate, in MiB/s, of the migration class when it is installed, before the first
 tick (r). It must lie within [min_rate, max_rate].
+
+Related options:
+
+* min_rate
+* max_rate
 """),
     cfg.FloatOpt(
         'start_ramp_seconds',
@@ -90,6 +111,11 @@ Seconds over which the migration's rate may climb at most from where it
 starts to max_rate, geometrically; the chaff fills in the rest, so the
 migration's start shows no step in the host's egress. 0 lets the policy
 jump at once.
+
+Related options:
+
+* max_rate
+* chaff_enabled
 """),
     cfg.IntOpt(
         'tick_interval_ms',
@@ -110,12 +136,24 @@ policy (win).
         'cv_lower',
         default=0.5,
         min=0.0,
-        help='Lower bound of the target CV band (lC).'),
+        help="""
+Lower bound of the target CV band (lC). Lower than cv_upper.
+
+Related options:
+
+* cv_upper
+"""),
     cfg.FloatOpt(
         'cv_upper',
         default=1.0,
         min=0.0,
-        help='Upper bound of the target CV band (uC).'),
+        help="""
+Upper bound of the target CV band (uC).
+
+Related options:
+
+* cv_lower
+"""),
     cfg.FloatOpt(
         'direction_change_threshold',
         default=0.1,

@@ -86,6 +86,10 @@ always call its rollback) lapses after this.
 Allow migration_port_ranges to overlap libvirt's default migration ports
 49152-49215. An observer looks there first, so this weakens the defence; it
 is meant for hosts whose firewall only opens that range.
+
+Related options:
+
+* migration_port_ranges
 """),
 ]
 
