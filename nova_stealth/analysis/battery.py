@@ -44,9 +44,11 @@ NATIVE = 'native'
 #: The MaxEnt window set of the battery: defined from 3,000 packets on.
 MAXENT_WINDOWS = (100, 500, 1000)
 
-#: The battery's cnn: windows of 5.12 s, the first two of each flow.
+#: The battery's cnn: windows of 5.12 s, the first two of each flow; at
+#: most 800 background flows in one training (a fit costs the flows it
+#: sees: see benchmarks/battery.py).
 CNN_SETTINGS = {'length': 512, 'max_windows': 2, 'channels': (16, 32, 32),
-                'epochs': 12}
+                'epochs': 12, 'max_negatives': 800}
 
 #: The attacker whose out-of-fold scores make the classifier two-sample
 #: test, trained on the mode it tests.

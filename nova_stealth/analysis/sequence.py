@@ -89,6 +89,8 @@ class SequenceDetector(base.ClassifierMixin, base.BaseEstimator):
     :param max_windows: windows per flow (training and judging)
     :param channels: convolution widths, one block each
     :param threads: torch threads while training
+    :param max_negatives: train on at most this many non-migration flows,
+        drawn at random (seeded): the cost of a fit is the flows it sees
 
     Classes are balanced by weight. Learned: ``network_`` (the torch
     module), ``classes_``.
@@ -96,7 +98,7 @@ class SequenceDetector(base.ClassifierMixin, base.BaseEstimator):
 
     def __init__(self, length=1024, max_windows=4, channels=(16, 32, 64),
                  kernel=7, epochs=20, batch_size=32, learning_rate=2e-3,
-                 random_state=0, threads=1):
+                 random_state=0, threads=1, max_negatives=None):
         self.length = length
         self.max_windows = max_windows
         self.channels = channels
@@ -106,6 +108,7 @@ class SequenceDetector(base.ClassifierMixin, base.BaseEstimator):
         self.learning_rate = learning_rate
         self.random_state = random_state
         self.threads = threads
+        self.max_negatives = max_negatives
 
     def _network(self, torch):
         return _network(torch, tuple(self.channels), self.kernel)
@@ -118,6 +121,16 @@ class SequenceDetector(base.ClassifierMixin, base.BaseEstimator):
             raise ValueError('training needs migrations and other flows; '
                              'got %d and %d' % (labels.sum(),
                                                 (~labels).sum()))
+        X = list(X)
+        if self.max_negatives is not None and (
+                (~labels).sum() > self.max_negatives):
+            rng = np.random.default_rng(self.random_state)
+            keep = np.flatnonzero(labels)
+            keep = np.sort(np.concatenate((keep, rng.choice(
+                np.flatnonzero(~labels), self.max_negatives,
+                replace=False))))
+            X = [X[i] for i in keep]
+            labels = labels[keep]
         inputs, owners = windows([f.series_10ms for f in X], self.length,
                                  self.max_windows)
         weights = boosting.balanced_weights(labels, owners).astype(

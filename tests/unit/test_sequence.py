@@ -89,3 +89,24 @@ def test_without_torch_the_error_says_what_to_install(monkeypatch):
         sequence.SequenceDetector(**TINY).fit(*flows(0, 8))
     assert not battery.sequence_available()
     assert 'cnn' not in battery.attackers()
+
+
+def test_training_can_draw_a_share_of_the_background(monkeypatch):
+    train, labels = flows(3, 40)
+    seen = []
+    real = sequence.windows
+
+    def recording(series, length, limit):
+        seen.append(len(series))
+        return real(series, length, limit)
+
+    monkeypatch.setattr(sequence, 'windows', recording)
+    detector = sequence.SequenceDetector(**dict(TINY, epochs=1,
+                                                max_negatives=5))
+    detector.fit(train, labels)
+    # All 10 migrations and 5 of the 30 others.
+    assert seen == [15]
+    held_out, _ = flows(4, 8)
+    assert detector.predict_proba(held_out).shape == (8, 2)
+    with pytest.raises(ValueError, match='migrations and other flows'):
+        sequence.SequenceDetector(**TINY).fit(train[:1], labels[:1])
