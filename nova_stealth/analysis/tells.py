@@ -64,6 +64,7 @@ MAGICS = ((b'QEVM', 'qemu-migration (QEVM)'),
           (b'HTTP', 'http'), (b'PUT ', 'http'))
 LIBVIRT_PORTS = (49152, 49215)
 LINUX_EPHEMERAL = (32768, 60999)
+_NOTHING = (None, None)
 TELLS = ('payload_prefix', 'tls_client_hello', 'ending', 'port_range',
          'server_port', 'co_timing')
 _MIX = [np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
@@ -111,23 +112,33 @@ class _Connection(object):
                  'complete', 'hello', 'preceding')
 
     def __init__(self, ports, first_ns, preceding):
-        #: (port of endpoint a, port of endpoint b)
+        #: port of endpoint a << 16 | port of endpoint b
         self.ports = ports
         self.first_ns = first_ns
         #: 0 if endpoint a is the client, 1 if b, None if no SYN was seen
         self.client = None
         self.flags = 0
+        # Shared empty pairs until there is something to keep: most
+        # connections never need their own (memory per connection).
         #: first data bytes per direction (0: from a, 1: from b)
-        self.prefix = [None, None]
-        self.complete = [False, False]
+        self.prefix = _NOTHING
+        #: whether each direction's first data packet was captured whole
+        self.complete = _NOTHING
         #: a :class:`tls_hello.ClientHello` per direction, if one began it
-        self.hello = [None, None]
+        self.hello = _NOTHING
         self.preceding = preceding
 
+    def keep(self, what, side, value):
+        """Set one direction's ``prefix``, ``complete`` or ``hello``."""
+        pair = list(getattr(self, what))
+        pair[side] = value
+        setattr(self, what, tuple(pair))
+
     def server_port(self):
+        ports = (self.ports >> 16, self.ports & 0xFFFF)
         if self.client is None:
-            return min(self.ports)
-        return self.ports[1 - self.client]
+            return min(ports)
+        return ports[1 - self.client]
 
     def tells(self, direction):
         """The tells of the flow from endpoint ``direction`` (0: a)."""
@@ -163,7 +174,7 @@ class TellTable(object):
         self.packets = np.zeros(0, dtype=np.int64)
         #: digest -> :class:`_Connection`
         self.connections = {}
-        #: (address a, address b) -> deque of recent connection starts
+        #: addresses a and b as one int -> recent connection starts
         self.pairs = {}
         #: (digest, direction) -> the first segments of a ClientHello
         self.assembling = {}
@@ -235,14 +246,15 @@ class TellTable(object):
         if not a_first:
             ends.reverse()
         now = int(batch.time_ns[packet])
-        pair = (ends[0][:2], ends[1][:2])
-        recent = self.pairs.setdefault(pair, collections.deque())
-        while recent and recent[0] < now - self._window_ns:
-            recent.popleft()
+        pair = (ends[0][0] << 192 | ends[0][1] << 128 | ends[1][0] << 64 |
+                ends[1][1])
+        recent = [start for start in self.pairs.get(pair, ())
+                  if now - self._window_ns <= start]
         preceding = sum(1 for start in recent if start < now)
         recent.append(now)
+        self.pairs[pair] = recent
         self.connections[digest] = _Connection(
-            (ends[0][2], ends[1][2]), now, preceding)
+            ends[0][2] << 16 | ends[1][2], now, preceding)
 
     def _events(self, batch, tcp, digest, a_first):
         """Handshakes, endings and each direction's first data."""
@@ -298,8 +310,8 @@ class TellTable(object):
                                 batch.payload(packet, HELLO_BYTES), whole)
 
     def _first_data(self, connection, digest, side, payload, whole):
-        connection.prefix[side] = payload[:PREFIX_BYTES]
-        connection.complete[side] = whole
+        connection.keep('prefix', side, payload[:PREFIX_BYTES])
+        connection.keep('complete', side, whole)
         if payload[:1] != b'\x16' or len(payload) < 6 or (
                 payload[5] != tls_hello.HANDSHAKE_CLIENT_HELLO):
             return
@@ -328,7 +340,7 @@ class TellTable(object):
         if hello is None:
             return
         key = (hello.ja4(), tuple(hello.alpn))
-        connection.hello[side] = self.hellos.setdefault(key, hello)
+        connection.keep('hello', side, self.hellos.setdefault(key, hello))
 
     def _sweep(self, now):
         """Forget connections that can no longer make a flow qualify."""
