@@ -14,9 +14,11 @@
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from nova_stealth.analysis import capture
 from nova_stealth.analysis import flows as flow_lib
+from nova_stealth.cmd import audit as audit_cmd
 
 START = 1700000000 * 10 ** 9
 
@@ -177,3 +179,13 @@ def test_memory_per_long_flow_per_batch():
     per_burst = 8 * (bursts[-1] - bursts[8]) / flows / 5
     assert per_burst == 80
     assert growth < per_burst + 40, growth
+
+
+def test_the_audit_takes_the_idle_timeout():
+    assert audit_cmd.parse_args(['c.pcap', '--out', 'o']).idle_timeout == (
+        flow_lib.FlowOptions().idle_timeout)
+    assert audit_cmd.parse_args(['c.pcap', '--out', 'o', '--idle-timeout',
+                                 '0']).idle_timeout == 0
+    with pytest.raises(SystemExit):
+        audit_cmd.parse_args(['c.pcap', '--out', 'o', '--idle-timeout',
+                              '-1'])
