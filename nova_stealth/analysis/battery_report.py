@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 
+from nova_stealth.analysis import battery
+
 
 def _pct(value):
     return '-' if value is None else '%.0f%%' % (100 * value)
@@ -62,6 +64,15 @@ def markdown(found):
              'interval; TPR at the threshold that flags at most 1% / 2% of '
              'background flows (with fewer than 100 / 50 background flows '
              'that is none of them).']
+    modes = sorted({r['mode'] for r in found['results']})
+    best = [(mode, battery.strongest(found['results'], mode))
+            for mode in modes]
+    lines += ['', 'The strongest attacker per mode, pooled (by TPR at 2% '
+              'FPR, then AUC): ' + '; '.join(
+                  '%s: %s trained on %s, TPR %s at 2%% FPR, AUC %s' % (
+                      mode, row['attacker'], row['trained_on'],
+                      _pct(row['tpr_at_0.02']), _auc(row))
+                  for mode, row in best if row) + '.']
     lines += tables(found['results'])
     lines += two_sample_lines(found.get('two_sample'))
     counts = found.get('counts')
