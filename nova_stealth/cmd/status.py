@@ -58,6 +58,16 @@ def listening_ports(paths=('/proc/net/tcp', '/proc/net/tcp6')):
     return ports
 
 
+def _needs_valid_options(check):
+    """A check that cannot run on a bad option fails naming it instead."""
+    def guarded(self):
+        try:
+            return check(self)
+        except ValueError as e:
+            return Result(Code.FAILURE, 'not checked: %s' % e)
+    return guarded
+
+
 class Checks(upgradecheck.UpgradeCommands):
     """The checks of ``nova-stealth-status upgrade check``."""
 
@@ -89,10 +99,7 @@ class Checks(upgradecheck.UpgradeCommands):
                           '[libvirt] live_migration_tunnelled is true: a '
                           'tunnelled migration has no data port to shape '
                           'and is refused')
-        try:
-            needed = 4 * self.conf.stealth.max_rate
-        except ValueError as e:
-            return Result(Code.FAILURE, str(e))
+        needed = 4 * self.conf.stealth.max_rate
         if 0 < libvirt.live_migration_bandwidth < needed:
             return Result(Code.FAILURE,
                           '[libvirt] live_migration_bandwidth is %d: it must '
@@ -130,10 +137,10 @@ class Checks(upgradecheck.UpgradeCommands):
 
     _upgrade_checks = (
         ('[stealth] options', _check_options),
-        ('Driver', _check_driver),
-        ('[libvirt] options', _check_libvirt),
+        ('Driver', _needs_valid_options(_check_driver)),
+        ('[libvirt] options', _needs_valid_options(_check_libvirt)),
         ('Rootwrap filter', _check_rootwrap_filter),
-        ('Chaff responder', _check_chaff_responder),
+        ('Chaff responder', _needs_valid_options(_check_chaff_responder)),
     )
 
 

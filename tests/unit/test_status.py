@@ -47,6 +47,11 @@ def check(tmp_path, capsys, sections, with_filter=True):
     return code, capsys.readouterr().out
 
 
+def flat(out):
+    """The report's text without its table's borders and line breaks."""
+    return ' '.join(out.replace('|', ' ').split())
+
+
 def with_options(**stealth):
     sections = {name: dict(options) for name, options in GOOD.items()}
     sections['stealth'].update(stealth)
@@ -72,7 +77,16 @@ def test_a_bad_option_fails_naming_it(tmp_path, capsys, listener):
     code, out = check(tmp_path, capsys, with_options(
         chaff_ports=str(listener), chaff_max_rate='nan'))
     assert code == 2, out
-    assert '[stealth] chaff_max_rate' in ' '.join(out.split())
+    assert '[stealth] chaff_max_rate' in flat(out)
+
+
+def test_a_bad_port_range_fails_the_checks_that_read_it(tmp_path, capsys):
+    code, out = check(tmp_path, capsys, with_options(chaff_ports='0-3'))
+    assert code == 2, out
+    text = flat(out)
+    assert 'Traceback' not in out
+    assert 'option [stealth] chaff_ports' in text
+    assert text.count('not checked: Value for option chaff_ports') == 1
 
 
 def test_qemus_limiter_fails(tmp_path, capsys, listener):
@@ -80,7 +94,7 @@ def test_qemus_limiter_fails(tmp_path, capsys, listener):
     sections['libvirt']['live_migration_bandwidth'] = '10'
     code, out = check(tmp_path, capsys, sections)
     assert code == 2, out
-    assert 'live_migration_bandwidth is 10' in ' '.join(out.split())
+    assert 'live_migration_bandwidth is 10' in flat(out)
 
 
 def test_a_missing_filter_and_the_plain_driver(tmp_path, capsys, listener):
@@ -88,6 +102,6 @@ def test_a_missing_filter_and_the_plain_driver(tmp_path, capsys, listener):
     sections['DEFAULT']['compute_driver'] = 'libvirt.LibvirtDriver'
     code, out = check(tmp_path, capsys, sections, with_filter=False)
     assert code == 2, out
-    text = ' '.join(out.split())
+    text = flat(out)
     assert 'compute_driver is libvirt.LibvirtDriver' in text
     assert 'no rootwrap.d/nova-stealth.filters' in text
