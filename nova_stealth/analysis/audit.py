@@ -154,14 +154,20 @@ def chi_square_table(flows, labels):
 def run_battery(flows, labels, seed=0, groups=None):
     """The attacker battery on labelled flows: battery.run's result.
 
-    A migration's kind is its mode (``native`` trains the paper's way).
-    Without ``groups`` (a run name per flow), each flow is its own group.
+    A migration's kind is its mode; a kind that begins with ``native``
+    (the testbed writes ``native-4``) is ``native``, which trains the
+    paper's way. Without ``groups`` (a run name per flow), each flow is its
+    own group.
     """
     samples = [battery.Sample(flow, label, kind,
-                              kind if label == 'migration' else None,
+                              _mode(kind) if label == 'migration' else None,
                               groups[i] if groups else str(flow.key), 'all')
                for i, (flow, (label, kind)) in enumerate(zip(flows, labels))]
     return battery.run(samples, seed=seed)
+
+
+def _mode(kind):
+    return battery.NATIVE if kind.startswith(battery.NATIVE) else kind
 
 
 def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None):

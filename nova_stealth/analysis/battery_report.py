@@ -67,12 +67,14 @@ def markdown(found):
     modes = sorted({r['mode'] for r in found['results']})
     best = [(mode, battery.strongest(found['results'], mode))
             for mode in modes]
-    lines += ['', 'The strongest attacker per mode, pooled (by TPR at 2% '
-              'FPR, then AUC): ' + '; '.join(
-                  '%s: %s trained on %s, TPR %s at 2%% FPR, AUC %s' % (
-                      mode, row['attacker'], row['trained_on'],
-                      _pct(row['tpr_at_0.02']), _auc(row))
-                  for mode, row in best if row) + '.']
+    best = [(mode, row) for mode, row in best if row]
+    if best:
+        summary = '; '.join(
+            '%s: %s trained on %s, TPR %s at 2%% FPR, AUC %s' % (
+                mode, row['attacker'], row['trained_on'],
+                _pct(row['tpr_at_0.02']), _auc(row)) for mode, row in best)
+        lines += ['', 'The strongest attacker per mode, pooled (by TPR at '
+                  '2%% FPR, then AUC): %s.' % summary]
     lines += tables(found['results'])
     lines += two_sample_lines(found.get('two_sample'))
     counts = found.get('counts')
