@@ -91,8 +91,20 @@ class KernelBackend(object, metaclass=abc.ABCMeta):
         """Stop a modulator and return its summary (None if unknown)."""
 
     @abc.abstractmethod
+    def set_modulator_floor(self, modulator_id, rate, ramp_s):
+        """Hold a modulator's rate at or above ``rate`` MiB/s.
+
+        Entered over ``ramp_s`` seconds; returns the floor, None if the
+        modulator is unknown.
+        """
+
+    @abc.abstractmethod
     def modulator_rates(self, modulator_id):
-        """Return ``{'set': MiB/s, 'sent': bytes/s or None}`` or None."""
+        """A modulator's rates now, None if unknown.
+
+        ``{'set': MiB/s, 'sent': bytes/s or None, 'floor': MiB/s or None,
+        'floor_reached': bool}``
+        """
 
     @abc.abstractmethod
     def modulator_report(self, modulator_id):

@@ -38,6 +38,7 @@ class Pyroute2Backend(base.KernelBackend):
     delete_filters = staticmethod(tc.delete_filters)
     start_modulator = staticmethod(tc.start_modulator)
     stop_modulator = staticmethod(tc.stop_modulator)
+    set_modulator_floor = staticmethod(tc.set_modulator_floor)
     modulator_rates = staticmethod(tc.modulator_rates)
     modulator_report = staticmethod(tc.modulator_report)
     modulator_trace = staticmethod(tc.modulator_trace)

@@ -213,11 +213,14 @@ class RecordingBackend(base.KernelBackend):
         modulator.stop()
         return modulator.report()
 
+    def set_modulator_floor(self, modulator_id, rate, ramp_s):
+        modulator = self.modulators.get(modulator_id)
+        return None if modulator is None else modulator.set_floor(rate,
+                                                                  ramp_s)
+
     def modulator_rates(self, modulator_id):
         modulator = self.modulators.get(modulator_id)
-        if modulator is None:
-            return None
-        return {'set': modulator.last_rate, 'sent': modulator.sent_rate()}
+        return None if modulator is None else modulator.rates_now()
 
     def modulator_report(self, modulator_id):
         modulator = self.modulators.get(modulator_id)

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 
 import tqdm
@@ -77,6 +78,11 @@ def parse_args(argv):
                      help='bytes of each packet captured at the router '
                           '(default %d: headers; 0: whole packets, for the '
                           "audit's TLS and payload tells)" % runner.SNAPLEN)
+    run.add_argument('--qemu', default=qemu.QEMU, metavar='BINARY',
+                     help='the QEMU to run: a path, or a name on PATH '
+                          '(default %s; tools/unpack-qemu.sh unpacks '
+                          'another release, e.g. QEMU 7.2 beside the '
+                          'backports\' 10)' % qemu.QEMU)
     run.add_argument('--quick', action='store_true',
                      help='a small experiment for CI: %s' % json.dumps(QUICK))
     run.add_argument('--no-plots', action='store_true')
@@ -128,6 +134,12 @@ def images(args, guests):
 
 
 def run(args):
+    try:
+        version = qemu.binary_version(args.qemu)
+    except (OSError, subprocess.CalledProcessError, ValueError) as e:
+        raise SystemExit('--qemu %s: cannot run it: %s' % (args.qemu, e))
+    print('QEMU %s: %s' % ('.'.join(map(str, version)), args.qemu),
+          file=sys.stderr)
     os.makedirs(args.out, exist_ok=True)
     runs_dir = os.path.join(args.out, 'runs')
     os.makedirs(runs_dir, exist_ok=True)
@@ -148,7 +160,8 @@ def run(args):
             workdir = os.path.join(args.out, 'load-%s' % load)
             os.makedirs(workdir, exist_ok=True)
             with runner.Site(workdir, load, args.seed,
-                             snaplen=args.snaplen) as site:
+                             snaplen=args.snaplen,
+                             qemu_binary=args.qemu) as site:
                 loads[load] = site.measured_load
                 with open(loads_path, 'w') as out:
                     json.dump(loads, out)

@@ -25,11 +25,12 @@ from nova_stealth.conf import chaff
 from nova_stealth.conf import policy
 from nova_stealth.conf import ports
 from nova_stealth.conf import shaping
+from nova_stealth.conf import switchover
 from nova_stealth import exception
 
 CONF = cfg.CONF
 
-AREAS = (base, policy, shaping, ports, chaff)
+AREAS = (base, policy, shaping, ports, chaff, switchover)
 
 
 def register_opts(conf):

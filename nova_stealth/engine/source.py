@@ -19,6 +19,20 @@ host's egress does not step when the migration's data begins.
 modulator and leaves the chaff to ramp down in the background, removing
 the shaping once it has. :meth:`SourceSession.abort` removes everything at
 once. Both are idempotent, and every exit path ends in one of them.
+
+The switch-over: QEMU stops the guest once the data left fits its
+``downtime-limit`` at the bandwidth it expects for the last copy.
+:attr:`SourceSession.switchover_bandwidth` is the rate the shaping
+guarantees for that copy (a quantile of the policy's own rates, so an
+ordinary rate of this flow); the caller tells QEMU a share of it
+(:attr:`SourceSession.avail_switchover_bandwidth`, QEMU >= 8.2's
+``avail-switchover-bandwidth``), so the copy QEMU plans for its
+``downtime-limit`` takes that share of it, and reports QEMU's progress
+to :meth:`SourceSession.progress`, which starts raising the policy's floor
+toward that rate once the rest would take ``switchover_lead_seconds`` at
+it. :meth:`SourceSession.switchover`, called when QEMU has decided (its
+``pre-switchover`` pause), returns once the whole floor is in force; the
+floor holds until :meth:`SourceSession.finish`.
 """
 
 import functools
@@ -45,6 +59,8 @@ DRAIN_TIMEOUT = 10.0
 #: How long after its start the migration's rate set stands for what it
 #: sends.
 SETTLE_SECONDS = 0.3
+#: How long :meth:`SourceSession.switchover` waits for a tick at the floor.
+FLOOR_TIMEOUT = 1.0
 
 
 def _figure(value):
@@ -121,6 +137,8 @@ class SourceSession(object):
         self.chaff = None
         self.report = None
         self.started_at = None
+        self.guaranteed = None
+        self._rates = None
         self._lock = threading.Lock()
         self._tail = None
         self._closed = False
@@ -155,6 +173,78 @@ class SourceSession(object):
         except BaseException:
             self.abort()
             raise
+
+    @property
+    def switchover_bandwidth(self):
+        """Bytes/s the shaping guarantees for the stop-and-copy.
+
+        The ``switchover_rate_quantile`` of the policy's 100 ms mean rates
+        run ahead with this migration's seed, within the policy's bounds.
+        """
+        rate = float(np.quantile(self._expected_rates(),
+                                 self.group.switchover_rate_quantile))
+        return self._clamp(rate / MIB) * MIB
+
+    @property
+    def avail_switchover_bandwidth(self):
+        """Bytes/s to tell QEMU as its ``avail-switchover-bandwidth``.
+
+        ``switchover_bandwidth_share`` of the guaranteed rate: QEMU plans a
+        stop-and-copy of ``downtime-limit`` at the rate it is told, which
+        then takes that share of it at the rate guaranteed.
+        """
+        return (self.switchover_bandwidth *
+                self.group.switchover_bandwidth_share)
+
+    def progress(self, remaining_bytes):
+        """QEMU has ``remaining_bytes`` left to send; returns the floor.
+
+        Once the rest would take ``switchover_lead_seconds`` at the
+        guaranteed rate, the policy's floor starts climbing toward it over
+        ``switchover_ramp_seconds``. Returns the guaranteed rate (bytes/s)
+        once the floor is asked for, else None.
+        """
+        if self.guaranteed is None and self.modulator and (
+                remaining_bytes <= self.switchover_bandwidth *
+                self.group.switchover_lead_seconds):
+            self.guarantee(ramp_s=self.group.switchover_ramp_seconds)
+        return self.guaranteed
+
+    def guarantee(self, rate=None, ramp_s=0.0):
+        """Hold the migration's class at or above ``rate`` bytes/s.
+
+        :param rate: None for :attr:`switchover_bandwidth`
+        :param ramp_s: seconds over which the floor climbs to it
+        :returns: the rate guaranteed, bytes/s (None without a modulator)
+        """
+        rate = self.switchover_bandwidth if rate is None else rate
+        if self.modulator is None:
+            return None
+        floor = self.shaper.set_modulator_floor(self.modulator, rate / MIB,
+                                                ramp_s)
+        if floor is not None and self.guaranteed is None:
+            LOG.info('Migration %s: guaranteeing %.2f MiB/s for the '
+                     'switch-over, entered over %.1f s', self.migration_id,
+                     floor, ramp_s)
+        self.guaranteed = None if floor is None else floor * MIB
+        return self.guaranteed
+
+    def switchover(self):
+        """QEMU has decided to switch over: the whole floor, now.
+
+        Returns the guaranteed rate (bytes/s) once a tick has run at it,
+        or after FLOOR_TIMEOUT (logged) if none has.
+        """
+        rate = self.guarantee(self.guaranteed, ramp_s=0.0)
+        deadline = time.monotonic() + FLOOR_TIMEOUT
+        while rate is not None and time.monotonic() < deadline:
+            now = self.shaper.modulator_rates(self.modulator)
+            if now is None or now['floor_reached']:
+                return rate
+            self.sleep(self.group.tick_interval_ms / 1000.0)
+        LOG.warning('Migration %s: the switch-over floor was not in force '
+                    'within %.1f s', self.migration_id, FLOOR_TIMEOUT)
+        return rate
 
     def migration_throughput(self):
         """Bytes per second the migration's class sends now.
@@ -232,9 +322,7 @@ class SourceSession(object):
         return self.chaff.sent if self.chaff else 0
 
     def _chaff(self):
-        rates = expected_rates(self.group.rate_policy, self.policy_kwargs,
-                               self.seed,
-                               self.group.tick_interval_ms / 1000.0)
+        rates = self._expected_rates()
         schedule = schedules.load(
             self.group.chaff_schedule, float(np.mean(rates)),
             lead=self.group.chaff_lead_seconds,
@@ -245,6 +333,14 @@ class SourceSession(object):
             max_rate=tree.mib_to_bytes(self.group.chaff_max_rate),
             budget=int(self.group.chaff_budget_fraction * self.memory_bytes),
             migration_rate=self.migration_throughput, seed=self.seed)
+
+    def _expected_rates(self):
+        """The policy run ahead with this migration's seed (cached)."""
+        if self._rates is None:
+            self._rates = expected_rates(
+                self.group.rate_policy, self.policy_kwargs, self.seed,
+                self.group.tick_interval_ms / 1000.0)
+        return self._rates
 
     def _clamp(self, rate):
         return min(max(rate, self.policy_kwargs['min_rate']),

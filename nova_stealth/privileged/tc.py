@@ -330,13 +330,22 @@ def stop_modulator(modulator_id):
 def modulator_rates(modulator_id):
     """A modulator's last rate set and its class's recent throughput.
 
-    :returns: ``{'set': MiB/s, 'sent': bytes/s or None}``, None if there
-        is no such modulator
+    :returns: ``{'set': MiB/s, 'sent': bytes/s or None, 'floor': MiB/s or
+        None, 'floor_reached': bool}``, None if there is no such modulator
     """
     modulator = _MODULATORS.get(modulator_id)
-    if modulator is None:
-        return None
-    return {'set': modulator.last_rate, 'sent': modulator.sent_rate()}
+    return None if modulator is None else modulator.rates_now()
+
+
+@privileged.net_admin.entrypoint
+def set_modulator_floor(modulator_id, rate, ramp_s):
+    """Hold a modulator's rate at or above ``rate`` MiB/s from now on.
+
+    :returns: the floor in force, None if there is no such modulator
+    """
+    modulator = _MODULATORS.get(modulator_id)
+    return None if modulator is None else modulator.set_floor(
+        float(rate), float(ramp_s))
 
 
 @privileged.net_admin.entrypoint

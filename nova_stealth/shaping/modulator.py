@@ -21,6 +21,11 @@ What it keeps is bounded whatever the migration's length: running totals
 for the summary that ends a migration (:meth:`Modulator.report`), and the
 last :data:`TRACE_RECORDS` ticks in a ring (:meth:`Modulator.trace`). Both
 cross the privsep channel, whose messages may not exceed 100 MiB.
+
+A floor (:meth:`Modulator.set_floor`) holds the rate at or above a
+guaranteed rate from a moment on, entered geometrically from the rate of
+that moment: the switch-over's stop-and-copy gets the bandwidth QEMU was
+told, and the policy keeps choosing every rate above it.
 """
 
 import array
@@ -107,6 +112,12 @@ class Modulator(object):
         self._m2 = 0.0
         self._first_sent = None
         self._last_sent = None
+        self.floor = None
+        self._floor_from = None
+        self._floor_start = None
+        self._floor_ramp = 0.0
+        self.floor_since = None
+        self.floor_low = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name='nova-stealth-modulator')
@@ -137,6 +148,48 @@ class Modulator(object):
             return self.policy.max_rate
         growth = self.policy.max_rate / self.policy.start_rate
         return self.policy.start_rate * growth ** (elapsed / self.ramp_s)
+
+    def set_floor(self, rate, ramp_s=0.0):
+        """Hold the rate at or above ``rate`` (MiB/s) from now on.
+
+        The floor climbs geometrically over ``ramp_s`` seconds from the
+        rate of the moment; a floor already in force is never lowered (a
+        ``ramp_s`` of 0 then puts the whole of it in force at once).
+        Returns the floor, capped at the policy's maximum rate.
+        """
+        rate = min(float(rate), self.policy.max_rate)
+        if self.floor is not None and rate <= self.floor:
+            if ramp_s <= 0:
+                # The whole floor from the next tick on.
+                self._floor_ramp = 0.0
+            return self.floor
+        self._floor_from = max(min(self.last_rate, rate), 1e-6)
+        self._floor_start = self.clock()
+        self._floor_ramp = max(float(ramp_s), 0.0)
+        self.floor = rate
+        self.floor_since = None
+        self.floor_low = None
+        return rate
+
+    def floor_at(self, now):
+        """The floor in force at ``now`` (0 when there is none)."""
+        if self.floor is None:
+            return 0.0
+        elapsed = now - self._floor_start
+        if elapsed >= self._floor_ramp:
+            return self.floor
+        return self._floor_from * (self.floor / self._floor_from) ** (
+            elapsed / self._floor_ramp)
+
+    @property
+    def floor_reached(self):
+        """True once a tick has run at the whole floor."""
+        return self.floor_since is not None
+
+    def rates_now(self):
+        """The last rate set, the recent throughput and the floor."""
+        return {'set': self.last_rate, 'sent': self.sent_rate(),
+                'floor': self.floor, 'floor_reached': self.floor_reached}
 
     def sent_rate(self, ticks=3):
         """Bytes per second the class sent over the last ``ticks`` ticks.
@@ -182,11 +235,19 @@ class Modulator(object):
             try:
                 rate = min(self.policy.next_rate(),
                            self.ceiling(deadline - started))
+                floor = self.floor_at(now)
+                rate = max(rate, floor)
                 sent = self.apply_rate(tree.mib_to_bytes(rate))
             except Exception as e:
                 self.error = '%s: %s' % (type(e).__name__, e)
                 return
             self.last_rate = rate
+            if (self.floor is not None and self.floor_since is None and
+                    floor >= self.floor):
+                self.floor_since = deadline - started
+            if self.floor_since is not None:
+                self.floor_low = (rate if self.floor_low is None
+                                  else min(self.floor_low, rate))
             self._record(started, deadline, now, rate, sent)
             # A policy may size its own ticks, so that its rate changes
             # fall on no grid.
@@ -205,7 +266,10 @@ class Modulator(object):
         deadline) and ``skipped`` (deadlines missed entirely), the mean rate
         set and the coefficient of variation of the rates (MiB/s), the bytes
         the class sent while modulated (None if the kernel never said), and
-        the error that stopped the loop, if any.
+        the error that stopped the loop, if any. ``floor`` is the
+        guaranteed rate (None if none was asked for), ``floor_since`` the
+        deadline of the first tick that ran at it and ``floor_low`` the
+        lowest rate set from then on.
         """
         ticks = self.ring.count
         mean = self._mean if ticks else None
@@ -227,6 +291,9 @@ class Modulator(object):
             'mean_rate': mean,
             'cv_rate': cv,
             'bytes_sent': sent,
+            'floor': self.floor,
+            'floor_since': self.floor_since,
+            'floor_low': self.floor_low,
         }
 
     def trace(self):

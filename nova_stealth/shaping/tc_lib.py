@@ -272,9 +272,20 @@ class Shaper(object):
     def modulator_rates(self, modulator_id):
         """A running modulator's last rate and measured throughput (cheap).
 
-        :returns: ``{'set': MiB/s, 'sent': bytes/s or None}`` or None
+        :returns: ``{'set': MiB/s, 'sent': bytes/s or None, 'floor': MiB/s
+            or None, 'floor_reached': bool}`` or None
         """
         return self.kernel.modulator_rates(modulator_id)
+
+    def set_modulator_floor(self, modulator_id, rate_mib, ramp_s=0.0):
+        """Hold the class at or above ``rate_mib`` MiB/s from now on.
+
+        The floor is entered geometrically over ``ramp_s`` seconds; it is
+        never lowered. Returns the floor (capped at the policy's maximum),
+        None if the modulator is unknown.
+        """
+        return self.kernel.set_modulator_floor(modulator_id, rate_mib,
+                                               ramp_s)
 
     def modulator_report(self, modulator_id):
         """Return a running modulator's summary so far."""

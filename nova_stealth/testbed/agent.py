@@ -15,15 +15,20 @@
 :class:`~nova_stealth.engine.source.SourceSession` exactly as the Nova
 driver does, inside the source host's network namespace (the privsep
 daemon it starts lives there too). It talks over its standard streams:
-it prints one JSON line when the migration may start, reads ``end`` when
-QEMU says the migration is done, and prints a last JSON line with what the
-session did. End of input or SIGTERM before ``end`` aborts the session.
+it prints one JSON line when the migration may start (with the rate the
+session guarantees for the switch-over), then reads commands, one a line:
+``progress BYTES`` (QEMU's remaining data), ``switchover`` (QEMU has
+decided; answered with a JSON line once the rate is held) and ``end``
+(QEMU says the migration is done), after which it prints a last JSON line
+with what the session did. End of input or SIGTERM before ``end`` aborts
+the session.
 """
 
 import argparse
 import json
 import signal
 import sys
+import time
 
 from oslo_config import cfg
 
@@ -67,21 +72,67 @@ def main(argv=None):
         session.start()
         print(json.dumps({'ready': True,
                           'lead_s': session.chaff.schedule.lead
-                          if session.chaff else 0.0}), flush=True)
-        if sys.stdin.readline().strip() != 'end':
-            raise SystemExit('no end: aborting')
+                          if session.chaff else 0.0,
+                          'switchover_bandwidth':
+                          session.switchover_bandwidth,
+                          'avail_switchover_bandwidth':
+                          session.avail_switchover_bandwidth,
+                          'switchover_share':
+                          session.group.switchover_bandwidth_share}),
+              flush=True)
+        switchover = follow(session)
+        # The guest runs on the destination: the ticks up to now cover
+        # its stop-and-copy.
+        trace = session.shaper.modulator_trace(session.modulator) or {}
         session.finish()
         session.close(120.0)
         report = session.report or {}
-        print(json.dumps({
+        print(json.dumps(dict(switchover, **{
             'chaff_bytes': session.chaff_bytes,
             'tail_s': session.chaff.schedule.tail if session.chaff else 0.0,
             'modulator_error': report.get('error'),
             'ticks': report.get('ticks', 0),
             'mean_rate_mib_s': report.get('mean_rate'),
-        }), flush=True)
+            'floor_mib_s': report.get('floor'),
+            'floor_since_s': report.get('floor_since'),
+            'floor_low_mib_s': report.get('floor_low'),
+            'rates_since_floor': rates_since(trace,
+                                             report.get('floor_since')),
+        })), flush=True)
     finally:
         session.abort()
+
+
+def follow(session):
+    """Pass QEMU's progress to the session until ``end``.
+
+    Returns when and at what the switch-over floor came, in seconds since
+    the session's modulator started.
+    """
+    seen = {'floor_asked_s': None, 'switchover_s': None}
+    for line in sys.stdin:
+        words = line.split()
+        if words == ['end']:
+            return seen
+        if len(words) == 2 and words[0] == 'progress':
+            if session.progress(int(words[1])) and (
+                    seen['floor_asked_s'] is None):
+                seen['floor_asked_s'] = time.monotonic() - session.started_at
+        elif words == ['switchover']:
+            seen['switchover_s'] = time.monotonic() - session.started_at
+            rate = session.switchover()
+            print(json.dumps({'guaranteed': rate}), flush=True)
+        else:
+            raise SystemExit('unknown command %r: aborting' % line)
+    raise SystemExit('no end: aborting')
+
+
+def rates_since(trace, since):
+    """The rates (MiB/s) the modulator's trace holds from ``since`` s on."""
+    if since is None or not trace.get('times'):
+        return []
+    return [rate for at, rate in zip(trace['times'], trace['rates'])
+            if at >= since]
 
 
 if __name__ == '__main__':

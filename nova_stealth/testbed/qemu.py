@@ -17,10 +17,20 @@ when /dev/kvm is there. ``linux``: Debian's kernel and an initramfs of
 busybox that dirties memory at a set rate (see :mod:`.guest`), under TCG.
 QEMU's own figures (total time, downtime, bytes, dirty syncs) are read
 from ``query-migrate`` when the migration ends.
+
+The QEMU binary is the one on PATH unless a run names another: a QEMU
+unpacked under a prefix (``PREFIX/usr/bin/qemu-system-x86_64``) is given
+that prefix's firmware directory. A stealthed migration can follow the
+switch-over as libvirt does: ``pause-before-switchover`` on, the engine
+told QEMU's progress, and QEMU continued only once the engine guarantees
+the stop-and-copy's rate, which QEMU >= 8.2 is told as
+``avail-switchover-bandwidth``.
 """
 
+import collections
 import json
 import os
+import select
 import socket
 import subprocess
 import time
@@ -28,6 +38,10 @@ import time
 import numpy as np
 
 QEMU = 'qemu-system-x86_64'
+#: The first QEMU with ``avail-switchover-bandwidth``.
+SWITCHOVER_BANDWIDTH_SINCE = (8, 2)
+#: How often a migration's progress is read, in seconds.
+POLL_S = 0.05
 #: The port range libvirt hands out for migrations by default.
 LIBVIRT_PORTS = range(49152, 49216)
 
@@ -51,26 +65,56 @@ class Qmp(object):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        self.reader = self.sock.makefile('r')
-        json.loads(self.reader.readline())
+        self._buffer = b''
+        self.events = collections.deque(maxlen=1000)
+        json.loads(self._readline())
         self.execute('qmp_capabilities')
 
+    def _readline(self, timeout=None):
+        """One line from QEMU; None if none came within ``timeout``."""
+        while b'\n' not in self._buffer:
+            if timeout is not None:
+                ready, _, _ = select.select([self.sock], [], [], timeout)
+                if not ready:
+                    return None
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError('QEMU closed its QMP socket')
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b'\n', 1)
+        return line
+
     def execute(self, command, **arguments):
-        """Run a command; return its ``return`` value."""
+        """Run a command; return its ``return`` value.
+
+        Events that arrive meanwhile are kept for :meth:`event`.
+        """
         request = {'execute': command}
         if arguments:
             request['arguments'] = arguments
         self.sock.sendall(json.dumps(request).encode() + b'\n')
         while True:
-            reply = json.loads(self.reader.readline())
+            reply = json.loads(self._readline())
             if 'event' in reply:
+                self.events.append(reply)
                 continue
             if 'error' in reply:
                 raise QmpError('%s: %s' % (command, reply['error']['desc']))
             return reply['return']
 
+    def event(self, timeout):
+        """The next event, waiting up to ``timeout`` s; None if none came."""
+        if self.events:
+            return self.events.popleft()
+        line = self._readline(timeout)
+        if line is None:
+            return None
+        reply = json.loads(line)
+        if 'event' in reply:
+            return reply
+        raise QmpError('unexpected QMP reply %r' % (reply,))
+
     def close(self):
-        self.reader.close()
         self.sock.close()
 
 
@@ -87,18 +131,20 @@ class Vm(object):
     :param incoming: wait for an incoming migration
     :param spawned: called with the process as soon as it exists, before
         its QMP socket is up (to record it for a crash's cleanup)
+    :param binary: the QEMU to run (default: qemu-system-x86_64 on PATH)
     """
 
     def __init__(self, ns, workdir, name, memory_mib, guest, image,
-                 incoming=False, kvm=None, spawned=None):
+                 incoming=False, kvm=None, spawned=None, binary=QEMU):
         self.name = name
         self.qmp_path = os.path.join(workdir, 'qmp-%s.sock' % name)
         self.log_path = os.path.join(workdir, 'qemu-%s.log' % name)
         self.console_path = os.path.join(workdir, 'console-%s.log' % name)
         kvm = os.path.exists('/dev/kvm') if kvm is None else kvm
-        args = [QEMU, '-name', 'nova-stealth-%s' % name, '-nodefaults',
+        args = [binary, '-name', 'nova-stealth-%s' % name, '-nodefaults',
                 '-display', 'none', '-m', '%dM' % memory_mib,
                 '-qmp', 'unix:%s,server=on,wait=off' % self.qmp_path]
+        args += firmware_args(binary)
         if guest == 'ram' and kvm:
             # The default CPU model: ``host`` and ``max`` ask for MSRs the
             # nested KVM of these machines refuses.
@@ -136,33 +182,64 @@ class Vm(object):
     def pid(self):
         return self.process.pid
 
+    def version(self):
+        """QEMU's (major, minor, micro) and its package string."""
+        found = self.qmp.execute('query-version')
+        number = found['qemu']
+        return ((number['major'], number['minor'], number['micro']),
+                found.get('package', '').strip())
+
     def listen(self, address, port):
         """Destination: accept the incoming migration on address:port."""
         self.qmp.execute('migrate-incoming',
                          uri='tcp:%s:%d' % (address, port))
 
     def migrate(self, address, port, max_bandwidth, downtime_ms=300,
-                timeout=3600.0, started=None):
+                timeout=3600.0, started=None, switchover=None):
         """Source: migrate to address:port; return QEMU's figures.
 
         :param max_bandwidth: QEMU's limiter, bytes per second
         :param started: called once the migration has been asked for
+        :param switchover: None, or what follows the switch-over (see
+            :class:`Switchover`): QEMU pauses before it and continues once
+            ``switchover.decided()`` has returned
         """
-        self.qmp.execute('migrate-set-parameters',
-                         **{'max-bandwidth': int(max_bandwidth),
-                            'downtime-limit': downtime_ms})
+        parameters = {'max-bandwidth': int(max_bandwidth),
+                      'downtime-limit': downtime_ms}
+        figures = {}
+        if switchover is not None:
+            figures = self._prepare_switchover(switchover, parameters)
+        self.qmp.execute('migrate-set-parameters', **parameters)
         self.qmp.execute('migrate', uri='tcp:%s:%d' % (address, port))
         if started:
             started()
         deadline = time.monotonic() + timeout
         while True:
             state = self.qmp.execute('query-migrate')
-            if state.get('status') in ('completed', 'failed', 'cancelled'):
+            status = state.get('status')
+            if status in ('completed', 'failed', 'cancelled'):
                 break
             if time.monotonic() > deadline:
                 self.qmp.execute('migrate_cancel')
                 raise TimeoutError('migration took over %ds' % timeout)
-            time.sleep(0.05)
+            if switchover is None:
+                time.sleep(POLL_S)
+                continue
+            if status == 'pre-switchover' and (
+                    'switchover_wait_ms' not in figures):
+                # The guest is stopped: continue as soon as the engine
+                # holds the rate QEMU was told.
+                decided = time.monotonic()
+                switchover.decided()
+                figures['switchover_wait_ms'] = (
+                    time.monotonic() - decided) * 1000.0
+                self.qmp.execute('migrate-continue', state='pre-switchover')
+                continue
+            if status == 'active':
+                switchover.progress(
+                    int(state.get('ram', {}).get('remaining', 0)))
+            # A status change (pre-switchover) wakes the wait at once.
+            self.qmp.event(POLL_S)
         if state['status'] != 'completed':
             raise RuntimeError('migration %s: %s' % (
                 state['status'], state.get('error-desc', '')))
@@ -176,10 +253,34 @@ class Vm(object):
             raise RuntimeError('QEMU reported no total time for a completed '
                                'migration')
         ram = state.get('ram', {})
-        return {'total_time_s': state['total-time'] / 1000.0,
-                'downtime_ms': float(state.get('downtime', 0)),
-                'transferred_bytes': int(ram.get('transferred', 0)),
-                'dirty_sync_count': int(ram.get('dirty-sync-count', 0))}
+        figures.update({
+            'total_time_s': state['total-time'] / 1000.0,
+            'downtime_ms': float(state.get('downtime', 0)),
+            'transferred_bytes': int(ram.get('transferred', 0)),
+            'dirty_sync_count': int(ram.get('dirty-sync-count', 0))})
+        return figures
+
+    def _prepare_switchover(self, switchover, parameters):
+        """Pause before the switch-over; tell QEMU >= 8.2 the rate."""
+        self.qmp.execute('migrate-set-capabilities', capabilities=[
+            {'capability': 'events', 'state': True},
+            {'capability': 'pause-before-switchover', 'state': True}])
+        version, _ = self.version()
+        figures = {'avail_switchover_bandwidth': None,
+                   'downtime_limit_ms': parameters['downtime-limit']}
+        if version[:2] >= SWITCHOVER_BANDWIDTH_SINCE:
+            parameters['avail-switchover-bandwidth'] = int(
+                switchover.bandwidth)
+            figures['avail_switchover_bandwidth'] = int(switchover.bandwidth)
+        else:
+            parameters['downtime-limit'] = max(1, int(round(
+                parameters['downtime-limit'] * switchover.share)))
+            figures['downtime_limit_ms'] = parameters['downtime-limit']
+        return figures
+
+    def migrate_parameters(self):
+        """QEMU's migration parameters now (query-migrate-parameters)."""
+        return self.qmp.execute('query-migrate-parameters')
 
     def wait_console(self, text, timeout):
         """Wait until the guest's serial console has said ``text``."""
@@ -227,6 +328,53 @@ class Vm(object):
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+
+
+class Switchover(object):
+    """What a migration tells the engine about its switch-over.
+
+    :param bandwidth: bytes/s QEMU >= 8.2 is told as its
+        ``avail-switchover-bandwidth`` (a share of what the engine
+        guarantees for the stop-and-copy)
+    :param progress: called with QEMU's remaining bytes while it copies
+    :param decided: called when QEMU has decided to switch over (paused
+        before it); returns once the engine holds its rate
+    :param share: on QEMU < 8.2, which decides at the bandwidth it
+        measures (about the rate guaranteed, once the floor holds),
+        ``downtime-limit`` is scaled by this instead
+    """
+
+    def __init__(self, bandwidth, progress, decided, share=1.0):
+        self.bandwidth = bandwidth
+        self.progress = progress
+        self.decided = decided
+        self.share = share
+
+
+def firmware_args(binary):
+    """``-L DIR`` for a QEMU unpacked under a prefix, else nothing.
+
+    ``PREFIX/usr/bin/qemu-system-x86_64`` finds its own firmware (newer
+    than the system's) in ``PREFIX/usr/share/qemu``; QEMU still searches
+    its built-in directories after it, for what the prefix lacks.
+    """
+    path = os.path.realpath(binary) if os.sep in binary else None
+    if path is None:
+        return []
+    prefix = os.path.dirname(os.path.dirname(path))
+    share = os.path.join(prefix, 'share', 'qemu')
+    if prefix in ('/usr', '/usr/local') or not os.path.isdir(share):
+        return []
+    return ['-L', share]
+
+
+def binary_version(binary):
+    """``(major, minor, micro)`` of a QEMU binary, from ``--version``."""
+    done = subprocess.run([binary, '--version'], capture_output=True,
+                          text=True, check=True)
+    words = done.stdout.split()
+    number = words[words.index('version') + 1]
+    return tuple(int(part) for part in number.split('.')[:3])
 
 
 def halt_firmware(path):

@@ -26,7 +26,10 @@ RUN_KEYS = ('name', 'mode', 'policy', 'schedule', 'load', 'guest',
             'memory_mib', 'index', 'rate_mib_s', 'total_time_s',
             'downtime_ms', 'transferred_bytes', 'dirty_sync_count',
             'chaff_bytes', 'time_ratio', 'downtime_delta_ms',
-            'chaff_overhead', 'native_reference', 'capture', 'truth')
+            'chaff_overhead', 'native_reference', 'capture', 'truth',
+            'qemu', 'qemu_package', 'avail_switchover_bandwidth',
+            'downtime_limit_ms',
+            'switchover_wait_ms', 'agent')
 
 
 def _pct(value):
@@ -65,6 +68,7 @@ def markdown(results, plots):
              'Detection of each mode\'s migrations by each attacker (false '
              'positives on background flows in brackets), and costs '
              'against native migration of the same VM in the same run.', '',
+             'QEMU: %s.' % ', '.join(results['qemu']), '',
              side_by_side(results['summary']), '',
              'The paper: native %s; stealth %s.' % (PAPER['native'],
                                                     PAPER['stealth']), '',
@@ -149,6 +153,8 @@ def write(out_dir, runs, loads, seed=0, with_plots=True):
     results = {'runs': [{k: run.get(k) for k in RUN_KEYS} for run in runs],
                'summary': summary, 'attacks': attacks, 'loads': loads,
                'battery': found,
+               'qemu': sorted({run.get('qemu_package') or run.get('qemu') or
+                               'unknown' for run in runs}),
                'chi_square': chi,
                'cv_table': [dict(row, cv={str(w): c for w, c in
                                           row['cv'].items()})

@@ -115,18 +115,41 @@ def end_recorded_processes(workdir):
     return ended
 
 
+def agent_switchover(agent):
+    """A :class:`qemu.Switchover` that talks to the source session agent."""
+    ready = json.loads(agent.first_line)
+
+    def tell(line):
+        agent.stdin.write(line + '\n')
+        agent.stdin.flush()
+
+    def decided():
+        tell('switchover')
+        said = json.loads(agent.stdout.readline() or 'null')
+        if said is None:
+            raise RuntimeError('the source session did not answer the '
+                               'switch-over')
+
+    return qemu.Switchover(ready['avail_switchover_bandwidth'],
+                           lambda remaining: tell('progress %d' % remaining),
+                           decided, share=ready['switchover_share'])
+
+
 class Site(object):
     """The hosts of one load level, with traffic running.
 
     :param workdir: this load level's directory
     :param load: ``S``, ``M`` or ``H``
+    :param qemu_binary: the QEMU the VMs run
     """
 
-    def __init__(self, workdir, load, seed, snaplen=SNAPLEN):
+    def __init__(self, workdir, load, seed, snaplen=SNAPLEN,
+                 qemu_binary=qemu.QEMU):
         self.workdir = workdir
         self.load = load
         self.seed = seed
         self.snaplen = snaplen
+        self.qemu_binary = qemu_binary
         self.topology = topology.Topology(workdir)
         self.processes = []
         self.measured_load = None
@@ -141,6 +164,7 @@ class Site(object):
             line = process.stdout.readline()
             if not line:
                 raise RuntimeError('%s did not start' % what)
+            process.first_line = line
         return process
 
     def __enter__(self):
@@ -219,23 +243,27 @@ class Site(object):
             target = qemu.Vm(
                 self.topology.ns['dst'], self.workdir, name + '-dst',
                 vm['memory_mib'], vm['guest'], vm['image'], incoming=True,
-                spawned=lambda p: _record_process(self.workdir, p, 'qemu'))
+                spawned=lambda p: _record_process(self.workdir, p, 'qemu'),
+                binary=self.qemu_binary)
             vms.append(target)
             origin = qemu.Vm(
                 self.topology.ns['src'], self.workdir, name + '-src',
                 vm['memory_mib'], vm['guest'], vm['image'],
-                spawned=lambda p: _record_process(self.workdir, p, 'qemu'))
+                spawned=lambda p: _record_process(self.workdir, p, 'qemu'),
+                binary=self.qemu_binary)
             vms.append(origin)
             if vm['guest'] == 'linux':
                 origin.wait_console(guest.READY, GUEST_BOOT_TIMEOUT)
             target.listen(dst_addr, port)
+            version, package = origin.version()
             record = {'name': name, 'load': self.load,
                       'mode': 'stealth' if policy else 'native',
                       'policy': policy, 'schedule': schedule if policy
                       else None, 'guest': vm['guest'],
                       'memory_mib': vm['memory_mib'], 'port': port,
                       'rate_mib_s': None if policy else rate_mib_s,
-                      'chaff_bytes': 0}
+                      'chaff_bytes': 0,
+                      'qemu': '%d.%d.%d' % version, 'qemu_package': package}
             if policy:
                 agent = self._start('src', [
                     sys.executable, '-m', 'nova_stealth.testbed.agent',
@@ -245,9 +273,12 @@ class Site(object):
                     str(vm['memory_mib'] * MIB), '--seed', str(seed)],
                     'the source session')
                 bandwidth = source.hypervisor_max_bandwidth(group) * MIB
+                switchover = agent_switchover(agent)
             else:
                 bandwidth = rate_mib_s * MIB
-            record.update(origin.migrate(dst_addr, port, bandwidth))
+                switchover = None
+            record.update(origin.migrate(dst_addr, port, bandwidth,
+                                         switchover=switchover))
             target.wait_running(DESTINATION_TIMEOUT)
             if agent:
                 agent.stdin.write('end\n')

@@ -12,13 +12,18 @@
 """The engine's destination session and the addresses it hands Nova."""
 
 import os
+import time
 
+import numpy as np
 import pytest
 
+from nova_stealth.backends import recording
+from nova_stealth import conf as stealth_conf
 from nova_stealth.engine import destination
 from nova_stealth.engine import source
 from nova_stealth import exception
 from nova_stealth.ports import leases as leases_lib
+from nova_stealth.shaping import tc_lib
 
 
 def test_connect_address_brackets_ipv6_only():
@@ -51,3 +56,44 @@ def test_expected_rates_follow_the_policy():
     rates = source.expected_rates('constant', kwargs)
     assert len(rates) == source.LOOKAHEAD_TICKS // 10
     assert rates == pytest.approx(2.0 * source.MIB)
+
+
+@pytest.fixture
+def kernel():
+    yield recording.RecordingBackend(host='unit-engine')
+    recording.RecordingBackend.forget_hosts()
+
+
+def test_switchover_floor_follows_qemus_progress(kernel, tmp_path):
+    group = stealth_conf.load_group(
+        state_dir=str(tmp_path), rate_policy='paper', chaff_enabled=False,
+        switchover_lead_seconds=2.0, switchover_ramp_seconds=0.5)
+    shaper = tc_lib.Shaper(str(tmp_path), kernel=kernel)
+    session = source.SourceSession(group, 'm-1', '198.18.1.2', 61234,
+                                   64 * source.MIB, shaper=shaper, seed=7)
+    guaranteed = session.switchover_bandwidth
+    rates = source.expected_rates('paper', session.policy_kwargs, 7)
+    assert guaranteed == pytest.approx(np.quantile(rates, 0.25))
+    assert session.avail_switchover_bandwidth == pytest.approx(
+        0.1 * guaranteed)
+    assert group.min_rate * source.MIB < guaranteed < (
+        group.max_rate * source.MIB)
+    session.start()
+    try:
+        # Far from the end: nothing changes.
+        assert session.progress(3 * guaranteed) is None
+        assert session.progress(2 * guaranteed) == guaranteed
+        assert session.switchover() == guaranteed
+        now = shaper.modulator_rates(session.modulator)
+        assert now['floor_reached']
+        assert now['floor'] * source.MIB == pytest.approx(guaranteed)
+        time.sleep(0.1)
+        trace = shaper.modulator_trace(session.modulator)
+        session.finish()
+    finally:
+        session.abort()
+    report = session.report
+    since = report['floor_since']
+    held = [rate for at, rate in zip(trace['times'], trace['rates'])
+            if at >= since]
+    assert held and min(held) * source.MIB >= guaranteed * (1 - 1e-9)

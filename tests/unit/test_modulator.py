@@ -218,3 +218,55 @@ def test_summary_says_what_the_log_line_needs():
     assert report['bytes_sent'] == (tree.mib_to_bytes(8) -
                                     tree.mib_to_bytes(1)) * 10
     assert report['error'] is None
+
+
+class LowPolicy(constant.ConstantRatePolicy):
+    """Asks for 1 MiB/s every tick, within [1, 32]."""
+
+    def __init__(self):
+        super().__init__(1.0, 32.0, 1.0)
+
+    def next_rate(self):
+        return 1.0
+
+
+def test_floor_is_entered_geometrically_and_holds():
+    fake = FakeTime()
+    loop = modulator.Modulator(LowPolicy(), lambda rate: 0, 0.01,
+                               clock=fake.clock, sleep=fake.sleep)
+    floors = {}
+
+    def apply_rate(rate):
+        count = loop.ticks
+        if count == 10:
+            floors['set'] = loop.set_floor(8.0, ramp_s=0.3)
+        if count == 20:
+            # Asking again, lower, changes nothing.
+            floors['again'] = loop.set_floor(2.0, ramp_s=5.0)
+        return 0
+
+    loop.apply_rate = apply_rate
+    report = run_until(loop, 70)
+    rates = loop.trace()['rates']
+    assert floors == {'set': 8.0, 'again': 8.0}
+    assert rates[:11] == [1.0] * 11
+    # 1 MiB/s doubling every 0.1 s, then the whole floor.
+    assert rates[20] == pytest.approx(2.0)
+    assert rates[30] == pytest.approx(4.0)
+    assert rates[40:] == [8.0] * 30
+    assert report['floor'] == 8.0
+    assert report['floor_since'] == pytest.approx(0.40)
+    assert report['floor_low'] == 8.0
+    assert loop.rates_now()['floor_reached']
+
+
+def test_floor_at_once_cuts_a_ramp_short_and_is_capped():
+    fake = FakeTime()
+    loop = modulator.Modulator(LowPolicy(), lambda rate: 0, 0.01,
+                               clock=fake.clock, sleep=fake.sleep)
+    assert loop.set_floor(100.0, ramp_s=60.0) == 32.0
+    assert not loop.floor_reached
+    assert loop.set_floor(32.0, ramp_s=0.0) == 32.0
+    report = run_until(loop, 3)
+    assert loop.trace()['rates'] == [32.0] * 3
+    assert report['floor_since'] == 0.0
