@@ -29,7 +29,15 @@ else is the libvirt driver's own; on the live-migration path:
   a stealth host and one without it goes ahead unshaped with a warning, or
   is refused when ``[stealth] require_stealth`` is set;
 - tunnelled migrations (no data port to shape) are refused in the
-  pre-checks.
+  pre-checks;
+- the switch-over: the source follows libvirt's job stats into the
+  session, whose floor under the policy is in force before QEMU decides,
+  and, where libvirt >= 11.1 and QEMU >= 8.2, adds the guaranteed rate
+  to ``migrateToURI3`` as the typed parameter
+  ``VIR_MIGRATE_PARAM_BANDWIDTH_AVAIL_SWITCHOVER`` (MiB/s), so QEMU
+  decides at the rate it will get; older hosts keep QEMU's own estimate
+  (logged once per migration). No QEMU monitor command is sent, so the
+  domain is not tainted.
 """
 
 import ipaddress
@@ -55,6 +63,12 @@ LOG = logging.getLogger(__name__)
 MIB = 1 << 20
 #: The key of the compute node stats that says a host runs nova_stealth.
 STATS_KEY = 'nova_stealth'
+#: libvirt's typed migration parameter for QEMU's avail-switchover-bandwidth
+#: (VIR_MIGRATE_PARAM_BANDWIDTH_AVAIL_SWITCHOVER, MiB/s) and the first
+#: libvirt and QEMU that have it.
+AVAIL_SWITCHOVER_PARAM = 'bandwidth.avail.switchover'
+AVAIL_SWITCHOVER_LIBVIRT = (11, 1, 0)
+AVAIL_SWITCHOVER_QEMU = (8, 2, 0)
 
 
 def split_connect_address(text):
@@ -77,6 +91,37 @@ def split_connect_address(text):
     if sep and port.isdigit():
         return address, int(port)
     return text, None
+
+
+class _SwitchoverDomain(object):
+    """A libvirt domain whose migrateToURI3 also names the switch-over rate.
+
+    Nova's Guest builds migrateToURI3's typed parameters itself; this
+    wraps only that call and hands everything else to the domain.
+    """
+
+    def __init__(self, domain, bandwidth_mib):
+        self._wrapped = domain
+        self._bandwidth_mib = bandwidth_mib
+
+    def migrateToURI3(self, dconnuri, params=None, flags=0):
+        params = dict(params or {})
+        params[AVAIL_SWITCHOVER_PARAM] = self._bandwidth_mib
+        return self._wrapped.migrateToURI3(dconnuri, params, flags)
+
+    def __getattr__(self, name):
+        return getattr(self._wrapped, name)
+
+
+def job_remaining(guest):
+    """A reader of a migrating guest's bytes left (None with no job)."""
+    def read():
+        info = guest.get_job_info()
+        if (info.type != libvirt_driver.libvirt.VIR_DOMAIN_JOB_UNBOUNDED or
+                not info.data_total):
+            return None
+        return info.data_remaining
+    return read
 
 
 def runs_stealth(compute_info):
@@ -301,6 +346,41 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
                                           migrate_data)
         finally:
             self._end_outgoing(instance, finish=False)
+
+    def _live_migration_operation(self, context, instance, dest,
+                                  block_migration, migrate_data, guest,
+                                  device_names):
+        if self.stealth is not None:
+            rates = self.stealth.switchover_rates(instance.uuid)
+            if rates is not None:
+                self._prepare_switchover(instance, guest, *rates)
+        return super()._live_migration_operation(
+            context, instance, dest, block_migration, migrate_data, guest,
+            device_names)
+
+    def _prepare_switchover(self, instance, guest, guaranteed, told):
+        """Follow the job into the session; tell QEMU the rate if we can.
+
+        libvirt takes whole MiB/s: what QEMU is told is rounded, at least
+        1 and at most what the shaping guarantees.
+        """
+        self.stealth.follow_outgoing(instance.uuid, job_remaining(guest))
+        mib = min(max(1, int(round(told / MIB))), int(guaranteed // MIB))
+        if mib >= 1 and self._host.has_min_version(
+                lv_ver=AVAIL_SWITCHOVER_LIBVIRT,
+                hv_ver=AVAIL_SWITCHOVER_QEMU):
+            guest._domain = _SwitchoverDomain(guest._domain, mib)
+            LOG.info('QEMU told %d MiB/s for the switch-over (a share of '
+                     'what the shaping guarantees)', mib, instance=instance)
+        else:
+            LOG.warning('libvirt < %s or QEMU < %s: QEMU decides the '
+                        'switch-over at the bandwidth it measures, and the '
+                        'downtime grows toward [libvirt] '
+                        'live_migration_downtime; the shaping still holds a '
+                        'floor from shortly before it',
+                        '.'.join(map(str, AVAIL_SWITCHOVER_LIBVIRT)),
+                        '.'.join(map(str, AVAIL_SWITCHOVER_QEMU)),
+                        instance=instance)
 
     def _end_outgoing(self, instance, finish):
         # Nova's callbacks must run whatever happens to the shaping: the

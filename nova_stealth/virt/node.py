@@ -39,6 +39,8 @@ INCOMING_GRACE_SECONDS = 600
 #: The subdirectory of ``[stealth] state_dir`` that holds, per kernel, the
 #: device records shared by the compute services on it.
 KERNELS_DIR = 'kernels'
+#: How often an outgoing migration's progress is read from libvirt.
+PROGRESS_INTERVAL = 0.25
 
 
 def peer_address(address):
@@ -173,6 +175,57 @@ class StealthNode(object):
                 self.outgoing.pop(instance_uuid, None)
             raise
         return session
+
+    def follow_outgoing(self, instance_uuid, remaining,
+                        interval=PROGRESS_INTERVAL):
+        """Tell an outgoing session what libvirt says is left to send.
+
+        A daemon thread calls ``remaining()`` (bytes, from libvirt's job
+        stats; None while there is no job) every ``interval`` seconds and
+        hands it to the session, until the session has asked for its
+        switch-over floor or is gone. libvirt continues QEMU from its
+        pre-switchover pause by itself, so the floor must be in force
+        before QEMU decides: the session's lead sees to that.
+        """
+        with self._lock:
+            session = self.outgoing.get(instance_uuid)
+        if session is None:
+            return None
+
+        def run():
+            while True:
+                with self._lock:
+                    if self.outgoing.get(instance_uuid) is not session:
+                        return
+                try:
+                    left = remaining()
+                except Exception:
+                    LOG.warning('Could not read the progress of instance '
+                                '%s\'s migration: its switch-over floor '
+                                'is put in force at once', instance_uuid,
+                                exc_info=True)
+                    session.switchover()
+                    return
+                if left is not None and session.progress(left) is not None:
+                    return
+                time.sleep(interval)
+
+        thread = threading.Thread(target=run, daemon=True,
+                                  name='nova-stealth-progress')
+        thread.start()
+        return thread
+
+    def switchover_rates(self, instance_uuid):
+        """(guaranteed, to tell QEMU), bytes/s, of an outgoing session.
+
+        None if the instance has no outgoing session here.
+        """
+        with self._lock:
+            session = self.outgoing.get(instance_uuid)
+        if session is None:
+            return None
+        return (session.switchover_bandwidth,
+                session.avail_switchover_bandwidth)
 
     def finish_outgoing(self, instance_uuid):
         """Drain, then ramp the chaff down and unshape in the background."""
