@@ -37,6 +37,8 @@ from nova_stealth.testbed import topology
 
 PROG = 'nova-stealth-testbed'
 GUESTS = ('ram', 'linux')
+#: The mode of a native run at a stealthed run's own mean throughput.
+MATCHED = 'matched'
 QUICK = {'modes': 'native,paper', 'loads': 'S', 'speeds': '4',
          'guest': 'ram', 'memory_mib': 48, 'runs': 3}
 
@@ -83,6 +85,10 @@ def parse_args(argv):
                           '(default %s; tools/unpack-qemu.sh unpacks '
                           'another release, e.g. QEMU 7.2 beside the '
                           'backports\' 10)' % qemu.QEMU)
+    run.add_argument('--matched', action='store_true',
+                     help='after each stealthed run, a native one at its '
+                          'mean throughput, the baseline of its time ratio '
+                          'and downtime delta')
     run.add_argument('--quick', action='store_true',
                      help='a small experiment for CI: %s' % json.dumps(QUICK))
     run.add_argument('--no-plots', action='store_true')
@@ -109,11 +115,25 @@ def cells(args):
                         None]
                     for speed in speeds:
                         yield load, guest, index, mode, speed
+                    if mode != 'native' and getattr(args, 'matched', False):
+                        yield load, guest, index, MATCHED, mode
 
 
 def run_name(load, guest, index, mode, speed):
-    what = 'native%s' % speed if mode == 'native' else mode
+    if mode == MATCHED:
+        what = 'native-matched-%s' % speed
+    else:
+        what = 'native%s' % speed if mode == 'native' else mode
     return '%s-%s-%s-%d' % (load, guest, what, index)
+
+
+def matched_rate(runs_dir, load, guest, index, policy):
+    """MiB/s the stealthed run a matched native run follows averaged."""
+    name = run_name(load, guest, index, policy, None)
+    with open(os.path.join(runs_dir, name + '.json')) as found:
+        stealthed = json.load(found)
+    return name, stealthed['transferred_bytes'] / stealthed[
+        'total_time_s'] / (1 << 20)
 
 
 def images(args, guests):
@@ -170,11 +190,17 @@ def run(args):
                     progress.set_description(name)
                     vm = {'guest': guest, 'memory_mib': args.memory_mib,
                           'image': vm_images[guest]}
+                    matched_for = None
+                    if mode == MATCHED:
+                        matched_for, rate = matched_rate(
+                            runs_dir, load_, guest, index, speed)
+                        mode, speed = 'native', rate
                     record = site.migrate(
                         name, vm, None if mode == 'native' else mode,
                         args.schedule, float(speed) if speed else None,
                         seed=args.seed * 1000 + index)
                     record['index'] = index
+                    record['matched_for'] = matched_for
                     with open(os.path.join(runs_dir, name + '.json'),
                               'w') as out:
                         json.dump(record, out)

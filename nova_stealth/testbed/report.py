@@ -11,10 +11,13 @@
 # under the License.
 """results.json, report.md and plots of a testbed experiment."""
 
+import collections
 import json
 import os
 
 from nova_stealth.analysis import battery_report
+import numpy as np
+
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import report as audit_report
 from nova_stealth.testbed import scoring
@@ -28,7 +31,7 @@ RUN_KEYS = ('name', 'mode', 'policy', 'schedule', 'load', 'guest',
             'chaff_bytes', 'time_ratio', 'downtime_delta_ms',
             'chaff_overhead', 'native_reference', 'capture', 'truth',
             'qemu', 'qemu_package', 'avail_switchover_bandwidth',
-            'downtime_limit_ms',
+            'downtime_limit_ms', 'matched_for', 'baseline',
             'switchover_wait_ms', 'agent')
 
 
@@ -62,6 +65,47 @@ def side_by_side(summary):
     return '\n'.join(lines)
 
 
+def _quantile(values, q):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    return float(np.quantile(values, q))
+
+
+def costs_table(runs):
+    """Downtime, time and chaff of stealthed runs, per mode and load.
+
+    Downtime is QEMU's figure; the delta is against each run's native
+    reference (``baseline``: matched or closest), as median and 95th
+    percentile over the runs.
+    """
+    lines = ['| mode | load | runs | baseline | downtime median (ms) | '
+             'native median (ms) | delta median (ms) | delta p95 (ms) | '
+             'time ratio | chaff |', '|---|---|---|---|---|---|---|---|---|'
+             '---|']
+    groups = collections.OrderedDict()
+    for run in runs:
+        if run['mode'] != 'native':
+            groups.setdefault((run['policy'], run['load']), []).append(run)
+    names = {run['name']: run for run in runs}
+    for (policy, load), mine in sorted(groups.items()):
+        natives = [names[r['native_reference']] for r in mine
+                   if r.get('native_reference') in names]
+        lines.append('| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |' % (
+            policy, load, len(mine),
+            ','.join(sorted({r.get('baseline') or '-' for r in mine})),
+            _num(_quantile([r['downtime_ms'] for r in mine], 0.5), '%.0f'),
+            _num(_quantile([n['downtime_ms'] for n in natives], 0.5),
+                 '%.0f'),
+            _num(_quantile([r.get('downtime_delta_ms') for r in mine], 0.5),
+                 '%+.0f'),
+            _num(_quantile([r.get('downtime_delta_ms') for r in mine],
+                           0.95), '%+.0f'),
+            _num(_quantile([r.get('time_ratio') for r in mine], 0.5)),
+            _pct(_quantile([r.get('chaff_overhead') for r in mine], 0.5))))
+    return '\n'.join(lines)
+
+
 def markdown(results, plots):
     """report.md."""
     lines = ['# nova_stealth testbed', '',
@@ -78,6 +122,8 @@ def markdown(results, plots):
     for load, measured in sorted(results['loads'].items()):
         lines.append('| %s | %s / %s |' % (load, _pct(measured.get('rl')),
                                            _pct(measured.get('rr'))))
+    lines += ['', '## Costs of the stealthed runs (medians over runs)', '',
+              costs_table(results['runs'])]
     lines += ['', '## Runs', '',
               '| run | mode | load | rate | QEMU time (s) | downtime (ms) | '
               'sent (MiB) | dirty syncs | chaff (MiB) | time ratio |',

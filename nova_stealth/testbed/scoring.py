@@ -30,10 +30,11 @@ trained on native migrations and, apart, on each stealthed mode, judged by
 cross-validation grouped by run, with ROC AUC [95% CI] and TPR at 1% and
 2% FPR pooled and per load (:func:`battery`).
 
-Costs compare a stealthed run with the native run of the same load, guest
-and run index whose throughput is closest to the stealthed run's: time
-ratio, downtime difference, and chaff bytes as a share of the bytes QEMU
-sent.
+Costs compare a stealthed run with a native run of the same load, guest
+and run index: the one run at the stealthed run's own mean throughput
+(``--matched``: ``baseline`` says ``matched``), else the one whose
+throughput is closest (``closest``): time ratio, downtime difference, and
+chaff bytes as a share of the bytes QEMU sent.
 """
 
 import collections
@@ -232,9 +233,16 @@ def costs(runs):
                                          run['memory_mib'], run.get('index'))]
         throughput = run['transferred_bytes'] / max(run['total_time_s'],
                                                     1e-9)
-        if peers:
+        matched = [n for n in peers if n.get('matched_for') == run['name']]
+        if matched:
+            # A native run at this run's own mean throughput.
+            peer = matched[0]
+            run['baseline'] = 'matched'
+        elif peers:
             peer = min(peers, key=lambda n: abs(
                 n['transferred_bytes'] / n['total_time_s'] - throughput))
+            run['baseline'] = 'closest'
+        if peers:
             run['native_reference'] = peer['name']
             run['time_ratio'] = run['total_time_s'] / peer['total_time_s']
             run['downtime_delta_ms'] = (run['downtime_ms'] -

@@ -52,3 +52,26 @@ def test_imbalanced_classes_are_still_caught():
 def test_too_few_background_flows_keep_the_models_threshold():
     assert scoring.operating_threshold([0.1] * 49) == 0.5
     assert scoring.operating_threshold([0.1] * 49 + [0.2]) > 0.1
+
+
+def _run(name, mode, seconds, downtime, matched_for=None):
+    return {'name': name, 'mode': mode, 'load': 'S', 'guest': 'ram',
+            'memory_mib': 48, 'index': 0, 'total_time_s': seconds,
+            'transferred_bytes': 48 << 20, 'downtime_ms': downtime,
+            'chaff_bytes': 0, 'matched_for': matched_for}
+
+
+def test_costs_prefer_the_native_run_at_the_stealthed_rate():
+    stealthed = _run('S-ram-paper-0', 'stealth', 10.0, 30.0)
+    closest = _run('S-ram-native4-0', 'native', 10.5, 5.0)
+    matched = _run('S-ram-native-matched-paper-0', 'native', 8.0, 10.0,
+                   matched_for='S-ram-paper-0')
+    scoring.costs([stealthed, closest, matched])
+    assert stealthed['baseline'] == 'matched'
+    assert stealthed['native_reference'] == matched['name']
+    assert stealthed['time_ratio'] == 10.0 / 8.0
+    assert stealthed['downtime_delta_ms'] == 20.0
+    alone = _run('S-ram-paper-0', 'stealth', 10.0, 30.0)
+    scoring.costs([alone, closest])
+    assert alone['baseline'] == 'closest'
+    assert alone['native_reference'] == closest['name']
