@@ -158,13 +158,17 @@ class Modulator(object):
         Returns the floor, capped at the policy's maximum rate.
         """
         rate = min(float(rate), self.policy.max_rate)
-        if self.floor is not None and rate <= self.floor:
+        # The same floor asked again in bytes/s comes back a rounding off.
+        if self.floor is not None and rate <= self.floor * (1 + 1e-9):
             if ramp_s <= 0:
                 # The whole floor from the next tick on.
                 self._floor_ramp = 0.0
             return self.floor
-        self._floor_from = max(min(self.last_rate, rate), 1e-6)
-        self._floor_start = self.clock()
+        # From the rate of the moment, or the floor already in force.
+        now = self.clock()
+        self._floor_from = max(min(max(self.last_rate, self.floor_at(now)),
+                                   rate), 1e-6)
+        self._floor_start = now
         self._floor_ramp = max(float(ramp_s), 0.0)
         self.floor = rate
         self.floor_since = None
@@ -175,8 +179,9 @@ class Modulator(object):
         """The floor in force at ``now`` (0 when there is none)."""
         if self.floor is None:
             return 0.0
-        elapsed = now - self._floor_start
-        if elapsed >= self._floor_ramp:
+        # ``now`` may be from just before the floor was set.
+        elapsed = max(now - self._floor_start, 0.0)
+        if self._floor_ramp <= 0 or elapsed >= self._floor_ramp:
             return self.floor
         return self._floor_from * (self.floor / self._floor_from) ** (
             elapsed / self._floor_ramp)

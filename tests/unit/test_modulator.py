@@ -260,6 +260,20 @@ def test_floor_is_entered_geometrically_and_holds():
     assert loop.rates_now()['floor_reached']
 
 
+def test_floor_asked_between_a_ticks_clock_and_its_rate():
+    # The loop reads the clock, then the floor: a floor set in between
+    # (whole at once) must not divide by its zero ramp.
+    fake = FakeTime()
+    loop = modulator.Modulator(LowPolicy(), lambda rate: 0, 0.01,
+                               clock=fake.clock, sleep=fake.sleep)
+    loop.set_floor(4.0, ramp_s=0.0)
+    assert loop.floor_at(fake.now - 0.005) == 4.0
+    loop.set_floor(8.0, ramp_s=1.0)
+    assert loop.floor_at(fake.now - 0.005) == pytest.approx(4.0)
+    loop.set_floor(8.0, ramp_s=0.0)
+    assert loop.floor_at(fake.now - 0.005) == 8.0
+
+
 def test_floor_at_once_cuts_a_ramp_short_and_is_capped():
     fake = FakeTime()
     loop = modulator.Modulator(LowPolicy(), lambda rate: 0, 0.01,
