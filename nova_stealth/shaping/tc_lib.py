@@ -193,6 +193,17 @@ class Shaper(object):
                     return True
         return False
 
+    def sessions(self):
+        """Return the ids of this service's recorded sessions."""
+        found = []
+        for ifname in state.devices(self.records_dir):
+            with state.device_lock(self.records_dir, ifname):
+                record = state.load(self.records_dir, ifname)
+            if record:
+                found += [sid for sid, s in record['sessions'].items()
+                          if self._mine(s)]
+        return sorted(found)
+
     def _mine(self, session):
         # A record written before sessions named their service is ours.
         return session is not None and session.get(

@@ -144,6 +144,8 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
         stealth_conf.validate(CONF)
         self._check_hypervisor_limiter()
         self.stealth = None
+        #: Migrations this service aborted as it started (see init_host).
+        self._aborted_at_start = set()
         self._stealth_version = pbr.version.VersionInfo(
             'nova_stealth').version_string()
 
@@ -164,6 +166,7 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
         super().init_host(host)
         if CONF.stealth.enabled:
             self.stealth = node_lib.StealthNode(CONF.stealth, host)
+            self._abort_migrations_in_flight()
             self.stealth.sweep()
         else:
             node_lib.sweep_while_disabled(CONF.stealth, host)
@@ -180,6 +183,40 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
             provider_tree.add_traits(nodename, virt.TRAIT)
         else:
             provider_tree.remove_traits(nodename, virt.TRAIT)
+
+    def _abort_migrations_in_flight(self):
+        # An earlier run died mid-migration (SIGKILL): its privsep daemon
+        # died with it, freezing the class at its last rate and ending the
+        # chaff, while QEMU goes on migrating. The defence cannot be picked
+        # up where it was, so the migration is aborted before its shaping
+        # goes: the guest stays on this host, and Nova's own start-up
+        # (_reset_live_migration) marks the migration failed.
+        libvirt = libvirt_driver.libvirt
+        running = (libvirt.VIR_DOMAIN_JOB_BOUNDED,
+                   libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
+        for uuid in self.stealth.recorded_outgoing():
+            try:
+                domain = self._host.get_connection().lookupByUUIDString(uuid)
+                if domain.jobStats().get('type') not in running:
+                    continue
+                domain.abortJob()
+            except Exception as e:
+                LOG.warning('Could not abort the live migration of instance '
+                            '%s left running by an earlier run: %s', uuid, e)
+                continue
+            self._aborted_at_start.add(uuid)
+            LOG.warning('Aborted the live migration of instance %s: it was '
+                        'in flight when nova-compute stopped, and could no '
+                        'longer be hidden', uuid)
+
+    def live_migration_abort(self, instance):
+        if instance.uuid in self._aborted_at_start:
+            # Nova's start-up aborts it too; the job is gone already.
+            self._aborted_at_start.discard(instance.uuid)
+            LOG.info('The live migration was aborted as nova-compute '
+                     'started', instance=instance)
+            return
+        return super().live_migration_abort(instance)
 
     def get_available_resource(self, nodename):
         data = super().get_available_resource(nodename)

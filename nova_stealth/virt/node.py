@@ -101,6 +101,21 @@ class StealthNode(object):
         self._seen_incoming = set()
         self._lock = threading.Lock()
 
+    def _legacy_shaper(self):
+        # Records from before they were shared per kernel.
+        return tc_lib.Shaper.from_conf(self.group, kernel=self.backend,
+                                       state_dir=self.state_dir)
+
+    def recorded_outgoing(self):
+        """Ids of the outgoing migrations an earlier run left shaped.
+
+        Called as the service starts, before :meth:`sweep`: these
+        migrations may still be running, unhidden since the earlier run
+        died.
+        """
+        return sorted(set(self.shaper.sessions()) |
+                      set(self._legacy_shaper().sessions()))
+
     def sweep(self):
         """Remove all that a previous run of this service left behind.
 
@@ -108,10 +123,7 @@ class StealthNode(object):
         :returns: (sessions removed, leases ended)
         """
         removed = self.shaper.sweep(everything=True)
-        # Records from before they were shared per kernel.
-        removed += tc_lib.Shaper.from_conf(
-            self.group, kernel=self.backend,
-            state_dir=self.state_dir).sweep(everything=True)
+        removed += self._legacy_shaper().sweep(everything=True)
         ended = self.leases.release_all()
         if removed or ended:
             LOG.warning('Removed shaping of migrations %s and port leases '

@@ -438,13 +438,29 @@ class TestServiceLifecycle(StealthMigrationTestBase):
         held = old_src.driver._host.get_connection().lookupByUUIDString(
             self.server['id'])
 
+        # What the restarted service's sweep finds when it removes the
+        # shaping: the migration must be aborted by then, or it would go on
+        # unshaped (its modulator and chaff died with the old service).
+        at_sweep = []
+        sweep = node.StealthNode.sweep
+
+        def recording_sweep(node):
+            at_sweep.append(held._job_type)
+            return sweep(node)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_stealth.virt.node.StealthNode.sweep', recording_sweep))
         self.restart_compute_service('src')
+        self.assertEqual([fakelibvirt.VIR_DOMAIN_JOB_CANCELLED], at_sweep)
+        self.assertIn('Aborted the live migration of instance %s' %
+                      self.server['id'], self.stdlog.logger.output)
         self.restart_compute_service('dest')
         self.assertEqual({}, self._trees('src'))
         self.assertEqual({}, self._recorded_sessions('src'))
         self.assertEqual({}, self._leases('dest'))
         self.assertIn('left by an earlier run', self.stdlog.logger.output)
-        # The old service's monitor still waits on the held job; end it.
-        held._job_type = fakelibvirt.VIR_DOMAIN_JOB_CANCELLED
+        self._wait_for_migration_status(self.server, ['error'])
+        # The old service's monitor (a thread here, dead with its process
+        # on a real host) sees the job cancelled; end its session too.
         old_src.driver.stealth.abort_outgoing(self.server['id'])
         self._wait_clean('src')

@@ -21,6 +21,7 @@ from nova_stealth import conf
 from nova_stealth import exception
 from nova_stealth.ports import leases as leases_lib
 from nova_stealth.shaping import state
+from nova_stealth.shaping import tc_lib
 from nova_stealth.shaping import tree
 from nova_stealth.virt import node as node_lib
 
@@ -226,3 +227,13 @@ def test_a_disabled_service_that_never_ran_makes_nothing(tmp_path):
                             enabled=False)
     assert node_lib.sweep_while_disabled(group, 'unit-host') == ([], {})
     assert not (tmp_path / 'state').exists()
+
+
+def test_a_restart_finds_the_migrations_left_in_flight(node):
+    node.shaper.install('vm-2', '198.18.1.2', 61234, 8.0)
+    legacy = tc_lib.Shaper(node.state_dir, kernel=node.backend)
+    legacy.install('vm-old', '198.18.1.2', 61235, 8.0, ifname='stealth0')
+    again = node_lib.StealthNode(node.group, 'unit-host', clock=node.clock)
+    assert again.recorded_outgoing() == ['vm-2', 'vm-old']
+    assert sorted(again.sweep()[0]) == ['vm-2', 'vm-old']
+    assert again.recorded_outgoing() == []
