@@ -371,11 +371,12 @@ class SourceSession(object):
         chaff = self.chaff
         LOG.info(
             'Migration %s shaping summary: policy %s, %s ticks (%s late, '
-            '%s skipped), mean rate %s MiB/s, CV of rates %s, %s bytes sent '
-            'in the class, chaff %d bytes%s, modulator error: %s',
+            '%s skipped, %s retried), mean rate %s MiB/s, CV of rates %s, %s '
+            'bytes sent in the class, chaff %d bytes%s, modulator error: %s',
             self.migration_id, report.get('policy', self.group.rate_policy),
             report.get('ticks', 0), report.get('late', 0),
-            report.get('skipped', 0), _figure(report.get('mean_rate')),
+            report.get('skipped', 0), report.get('retries', 0),
+            _figure(report.get('mean_rate')),
             _figure(report.get('cv_rate')), report.get('bytes_sent'),
             self.chaff_bytes,
             ' (budget spent)' if chaff and chaff.sent >= chaff.budget else '',

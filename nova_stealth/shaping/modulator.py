@@ -29,6 +29,8 @@ told, and the policy keeps choosing every rate above it.
 """
 
 import array
+import errno
+import logging
 import math
 import threading
 import time
@@ -42,6 +44,13 @@ TRACE_RECORDS = 30000
 #: after its deadline counts as late.
 LATE_FRACTION = 0.5
 _SERIES = ('times', 'lateness', 'applied', 'rates', 'sent')
+#: Errors of a class change that a second try may not meet: the kernel
+#: was short of memory or busy. Others (the class is gone) end the loop.
+TRANSIENT_ERRNOS = frozenset([errno.EAGAIN, errno.EBUSY, errno.EINTR,
+                              errno.ENOBUFS, errno.ENOMEM])
+#: Tries again within one tick, at most.
+TRANSIENT_RETRIES = 3
+LOG = logging.getLogger(__name__)
 
 
 class TraceRing(object):
@@ -104,6 +113,7 @@ class Modulator(object):
         self.ring = TraceRing(trace_records)
         self.skipped = 0
         self.late = 0
+        self.retries = 0
         self.error = None
         self.last_rate = policy.start_rate
         # Welford's running mean and sum of squared deviations of the
@@ -242,9 +252,15 @@ class Modulator(object):
                            self.ceiling(deadline - started))
                 floor = self.floor_at(now)
                 rate = max(rate, floor)
-                sent = self.apply_rate(tree.mib_to_bytes(rate))
+                sent = self._apply(tree.mib_to_bytes(rate))
             except Exception as e:
                 self.error = '%s: %s' % (type(e).__name__, e)
+                # The class keeps one rate from now on: the constant
+                # baseline an eavesdropper can tell apart.
+                LOG.error('The rate modulator stopped after %d ticks (%s); '
+                          'the migration class stays at %.2f MiB/s and the '
+                          'migration is no longer hidden', self.ring.count,
+                          self.error, self.last_rate)
                 return
             self.last_rate = rate
             if (self.floor is not None and self.floor_since is None and
@@ -264,13 +280,24 @@ class Modulator(object):
                 self.skipped += behind
                 offset += behind * self.tick_s
 
+    def _apply(self, rate):
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            try:
+                return self.apply_rate(rate)
+            except OSError as e:
+                if e.errno not in TRANSIENT_ERRNOS or (
+                        attempt == TRANSIENT_RETRIES):
+                    raise
+                self.retries += 1
+
     def report(self):
         """Return a summary of what the loop did, of bounded size.
 
         ``ticks`` run, ``late`` (in force more than half a tick after their
         deadline) and ``skipped`` (deadlines missed entirely), the mean rate
         set and the coefficient of variation of the rates (MiB/s), the bytes
-        the class sent while modulated (None if the kernel never said), and
+        the class sent while modulated (None if the kernel never said), the
+        class changes tried again after a transient error (``retries``), and
         the error that stopped the loop, if any. ``floor`` is the
         guaranteed rate (None if none was asked for), ``floor_since`` the
         deadline of the first tick that ran at it and ``floor_low`` the
@@ -292,6 +319,7 @@ class Modulator(object):
             'ticks': ticks,
             'late': self.late,
             'skipped': self.skipped,
+            'retries': self.retries,
             'last_rate': self.last_rate,
             'mean_rate': mean,
             'cv_rate': cv,

@@ -11,6 +11,7 @@
 # under the License.
 """The modulator's loop, on a clock the test controls."""
 
+import errno
 import statistics
 import threading
 
@@ -284,3 +285,29 @@ def test_floor_at_once_cuts_a_ramp_short_and_is_capped():
     report = run_until(loop, 3)
     assert loop.trace()['rates'] == [32.0] * 3
     assert report['floor_since'] == 0.0
+
+
+def test_transient_errors_are_retried_a_bounded_number_of_times(caplog):
+    fake = FakeTime()
+    failures = {tree.mib_to_bytes(3): 2, tree.mib_to_bytes(5): 99}
+
+    def flaky(rate):
+        if failures.get(rate, 0) > 0:
+            failures[rate] -= 1
+            raise OSError(errno.ENOBUFS, 'No buffer space available')
+        return 0
+
+    loop = modulator.Modulator(SteppedPolicy(), flaky, 0.01,
+                               clock=fake.clock, sleep=fake.sleep)
+    loop.start()
+    loop._thread.join(5)
+    report = loop.report()
+    # Tick 3 went through on its third try; tick 5 failed four times.
+    assert report['ticks'] == 4 and report['last_rate'] == 4.0
+    assert report['retries'] == 2 + modulator.TRANSIENT_RETRIES
+    assert 'No buffer space' in report['error']
+    errors = [r.getMessage() for r in caplog.records
+              if r.levelname == 'ERROR']
+    assert errors == ['The rate modulator stopped after 4 ticks (%s); the '
+                      'migration class stays at 4.00 MiB/s and the migration '
+                      'is no longer hidden' % report['error']]
