@@ -343,6 +343,8 @@ def set_modulator_floor(modulator_id, rate, ramp_s):
 
     :returns: the floor in force, None if there is no such modulator
     """
+    guard.number('floor rate', rate, 1.0 / tree.MIB, guard.MAX_RATE_MIB)
+    guard.number('ramp_s', ramp_s, 0.0, guard.MAX_RAMP_S)
     modulator = _MODULATORS.get(modulator_id)
     return None if modulator is None else modulator.set_floor(
         float(rate), float(ramp_s))

@@ -149,3 +149,17 @@ def test_one_modulator_per_class_and_a_bounded_count(link, shaper, shaped):
         for n in range(1, guard.MAX_MODULATORS):
             shaper.remove('m%d' % n)
         shaper.remove('extra')
+
+
+@pytest.mark.parametrize('rate, ramp_s, match', [
+    (float('nan'), 0.0, 'floor rate'), (0.0, 0.0, 'floor rate'),
+    (2.0 ** 70, 0.0, 'floor rate'), (4.0, float('inf'), 'ramp_s'),
+    (4.0, -1.0, 'ramp_s')])
+def test_a_floor_within_bounds(link, shaper, shaped, rate, ramp_s, match):
+    modulator = shaper.start_modulator(shaped, 'paper', PAPER, 0.01)
+    try:
+        with pytest.raises(guard.Refused, match=match):
+            tc.set_modulator_floor(modulator, rate, ramp_s)
+        assert shaper.modulator_rates(modulator)['floor'] is None
+    finally:
+        shaper.stop_modulator(modulator)
