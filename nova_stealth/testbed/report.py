@@ -15,9 +15,9 @@ import collections
 import json
 import os
 
-from nova_stealth.analysis import battery_report
 import numpy as np
 
+from nova_stealth.analysis import battery_report
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import report as audit_report
 from nova_stealth.testbed import scoring

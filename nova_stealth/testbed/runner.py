@@ -69,8 +69,11 @@ def _record_process(workdir, process, what):
             known = json.load(listing)
     known.append({'pid': process.pid, 'what': what,
                   'started': process_start_time(process.pid)})
-    with open(path, 'w') as listing:
+    # Written aside and renamed: a reader (cleanup, the tests) never sees
+    # a half-written listing.
+    with open(path + '.tmp', 'w') as listing:
         json.dump(known, listing)
+    os.replace(path + '.tmp', path)
 
 
 def process_start_time(pid):
