@@ -18,9 +18,10 @@ busybox that dirties memory at a set rate (see :mod:`.guest`), under TCG.
 QEMU's own figures (total time, downtime, bytes, dirty syncs) are read
 from ``query-migrate`` when the migration ends.
 
-The QEMU binary is the one on PATH unless a run names another: a QEMU
-unpacked under a prefix (``PREFIX/usr/bin/qemu-system-x86_64``) is given
-that prefix's firmware directory. A stealthed migration can follow the
+The QEMU binary is ``$NOVA_STEALTH_QEMU``, else the one on PATH, unless
+a run names another: a QEMU unpacked under a prefix
+(``PREFIX/usr/bin/qemu-system-x86_64``) is given that prefix's firmware
+directory. A stealthed migration can follow the
 switch-over as libvirt does: ``pause-before-switchover`` on, the engine
 told QEMU's progress, and QEMU continued only once the engine guarantees
 the stop-and-copy's rate, which QEMU >= 8.2 is told as
@@ -37,9 +38,12 @@ import time
 
 import numpy as np
 
-QEMU = 'qemu-system-x86_64'
+QEMU = os.environ.get('NOVA_STEALTH_QEMU') or 'qemu-system-x86_64'
 #: The first QEMU with ``avail-switchover-bandwidth``.
 SWITCHOVER_BANDWIDTH_SINCE = (8, 2)
+#: Where tools/setup-host.sh unpacks the backports' QEMU when the
+#: release's own is older than that.
+BACKPORTS_QEMU = '/opt/qemu-backports/usr/bin/qemu-system-x86_64'
 #: How often a migration's progress is read, in seconds.
 POLL_S = 0.05
 #: The port range libvirt hands out for migrations by default.
@@ -366,6 +370,21 @@ def firmware_args(binary):
     if prefix in ('/usr', '/usr/local') or not os.path.isdir(share):
         return []
     return ['-L', share]
+
+
+def recent_binary():
+    """A QEMU with ``avail-switchover-bandwidth``, None if there is none.
+
+    The testbed's, else the one tools/setup-host.sh unpacked from the
+    release's backports.
+    """
+    for binary in (QEMU, BACKPORTS_QEMU):
+        try:
+            if binary_version(binary)[:2] >= SWITCHOVER_BANDWIDTH_SINCE:
+                return binary
+        except (OSError, subprocess.CalledProcessError, ValueError):
+            continue
+    return None
 
 
 def binary_version(binary):

@@ -96,8 +96,9 @@ def test_every_run_recorded(quick):
         assert 'migration' in labels and 'background' in labels
         if run['mode'] == 'native':
             assert run['rate_mib_s'] == 4.0 and run['chaff_bytes'] == 0
-            # QEMU's limiter: 48 MiB at 4 MiB/s.
-            assert 10.0 < run['total_time_s'] < 16.0
+            # QEMU's limiter: 48 MiB at 4 MiB/s (QEMU 7.2 took 12 s, 10.0
+            # takes 9.4-9.5 s: its limiter lets about a quarter more by).
+            assert 8.0 < run['total_time_s'] < 16.0
         else:
             assert run['policy'] == 'paper' and run['chaff_bytes'] > 0
             assert 'chaff' in labels
