@@ -9,28 +9,27 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""Payload that looks like TLS 1.2/1.3 application data on the wire.
+"""What chaff streams write into their TLS connections.
 
-Records are a 5-byte header (type 23, version 3.3, length) and random
-bytes, as encrypted application data is. Sizes follow what TLS stacks
-send for bulk data: mostly full records (16 KiB plus 22 bytes of AEAD
-overhead), some shorter ones at the end of writes.
+Random bytes in writes sized as bulk transfers write them: mostly a full
+TLS record's worth (16 KiB, which TLS sends as one record of 16 KiB plus
+its AEAD overhead), some shorter ones. TLS frames and encrypts them, so on
+the wire they are records of application data like the migration's.
 """
 
 import os
 import random
-import struct
 
-FULL_RECORD = 16384 + 22
-HEADER = struct.Struct('!BHH')
+#: The most plaintext one TLS record carries.
+FULL_RECORD = 16384
 RANDOM_BYTES = 1 << 20
 
 
 class RecordSource(object):
-    """Makes records from one shared buffer of random bytes.
+    """Makes writes from one shared buffer of random bytes.
 
     Slicing a random buffer at random offsets costs no allocation per
-    record and looks as random on the wire as fresh bytes.
+    write; encrypted, it looks like any other data.
     """
 
     def __init__(self, rng=None):
@@ -38,13 +37,13 @@ class RecordSource(object):
         self.noise = memoryview(os.urandom(RANDOM_BYTES))
 
     def size(self):
-        """A record length: full most of the time, else 1 byte to full."""
+        """A write's length: a full record most of the time, else less."""
         if self.rng.random() < 0.8:
             return FULL_RECORD
         return self.rng.randint(1, FULL_RECORD)
 
-    def record(self, size=None):
-        """One record of ``size`` payload bytes (random if None)."""
+    def chunk(self, size=None):
+        """``size`` random bytes (a random size if None)."""
         size = size or self.size()
         start = self.rng.randrange(0, RANDOM_BYTES - size)
-        return HEADER.pack(23, 0x0303, size) + self.noise[start:start + size]
+        return self.noise[start:start + size]

@@ -9,11 +9,15 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""The chaff sender: dummy TLS-like TCP streams from a migration's source.
+"""The chaff sender: dummy TLS streams from a migration's source.
 
 A few streams run at once, each to a random peer and port, each living an
 exponentially distributed time before it closes and another opens, so that
-chaff looks like ordinary connections coming and going. Every 20 ms (so
+chaff looks like ordinary connections coming and going. Each is mutual TLS
+1.3 with the migration's own x509 credentials (:mod:`.tls`); the rate it
+asks of the responder is the start of its first full record, and it ends
+with close_notify and a FIN (a reset only if the peer does not answer
+within CLOSE_TIMEOUT). Every 20 ms (so
 that it gives way to the migration within a fraction of a 100 ms bin) the
 schedule gives the total rate, capped by ``max_rate``; it is shared
 among the streams, which pace themselves with a token bucket. Once
@@ -24,21 +28,28 @@ import asyncio
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 
 from nova_stealth.chaff import records
 from nova_stealth.chaff import responder
+from nova_stealth.chaff import tls as chaff_tls
 
 LOG = logging.getLogger(__name__)
 CONTROL_TICK = 0.02
 PACE_TICK = 0.01
+CONNECT_TIMEOUT = 5.0
+#: How long past its lifetime a stream waits for the responder to close.
+CLOSE_WAIT = 2.0
 
 
 class ChaffSender(object):
     """Chaff streams for one migration on its source host.
 
     :param peers: (address, ports) pairs of responders
+    :param tls_dir: directory of the x509 credentials
+        (:func:`nova_stealth.chaff.tls.client_context`)
     :param schedule: a :class:`nova_stealth.chaff.schedules.ChaffSchedule`
     :param max_rate: bytes per second the chaff never exceeds
     :param budget: bytes after which the chaff stops
@@ -51,11 +62,12 @@ class ChaffSender(object):
         (the testbed makes them inside a host's network namespace)
     """
 
-    def __init__(self, peers, schedule, max_rate, budget,
+    def __init__(self, peers, schedule, max_rate, budget, tls_dir,
                  migration_rate=lambda: 0.0, streams=2, switch_mean=5.0,
                  answer_share=0.1, seed=None, clock=time.monotonic,
                  socket_factory=socket.socket):
         self.peers = [(address, list(ports)) for address, ports in peers]
+        self.tls = chaff_tls.client_context(tls_dir)
         self.schedule = schedule
         self.max_rate = max_rate
         self.budget = budget
@@ -101,7 +113,7 @@ class ChaffSender(object):
         """Tell the schedule the migration's data stopped."""
         self.schedule.migration_ended(self.clock())
 
-    def stop(self, timeout=10.0):
+    def stop(self, timeout=15.0):
         """End every stream now and wait for the thread; idempotent."""
         if self.thread.is_alive() and self._stopping is not None:
             try:
@@ -148,20 +160,36 @@ class ChaffSender(object):
                     pass
         finally:
             self._stopping.set()
+            # Streams see the stop within a tick and close cleanly.
+            await asyncio.wait(workers, timeout=responder.CLOSE_TIMEOUT +
+                               CONNECT_TIMEOUT)
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             for writer in list(self._open):
                 writer.transport.abort()
 
+    async def _close(self, writer):
+        """close_notify and FIN; a reset if the peer does not answer."""
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(),
+                                   responder.CLOSE_TIMEOUT)
+        except (asyncio.TimeoutError, OSError, ssl.SSLError):
+            writer.transport.abort()
+
     async def _stream(self):
         while not self._stopping.is_set():
+            if self.sent >= self.budget:
+                # Spent: no new stream (its first record would go over).
+                await asyncio.sleep(CONTROL_TICK)
+                continue
             address, ports = self.rng.choice(self.peers)
             port = self.rng.choice(ports)
             lifetime = self.rng.expovariate(1.0 / self.switch_mean)
             try:
                 await self._one_stream(address, port, lifetime)
-            except (OSError, asyncio.TimeoutError) as e:
+            except (OSError, ssl.SSLError, asyncio.TimeoutError) as e:
                 self.errors += 1
                 LOG.debug('chaff stream to [%s]:%d ended: %s', address,
                           port, e)
@@ -175,17 +203,26 @@ class ChaffSender(object):
             await asyncio.wait_for(
                 asyncio.get_running_loop().sock_connect(sock,
                                                         (address, port)),
-                5.0)
+                CONNECT_TIMEOUT)
+            # No server name: QEMU's TLS migration sends none either.
+            reader, writer = await asyncio.open_connection(
+                sock=sock, ssl=self.tls, server_hostname='',
+                ssl_handshake_timeout=CONNECT_TIMEOUT)
         except BaseException:
             sock.close()
             raise
-        reader, writer = await asyncio.open_connection(sock=sock)
         self._open.add(writer)
         self.connections += 1
         answer = int(self.max_rate * self.answer_share / self.streams)
         drain = asyncio.ensure_future(self._discard(reader))
         try:
-            writer.write(responder.HELLO.pack(responder.MAGIC, answer))
+            # The rate request starts the first full record, so that no
+            # short record of its own shows its size.
+            first = self.source.chunk(records.FULL_RECORD -
+                                      responder.HELLO.size)
+            writer.write(responder.HELLO.pack(
+                responder.MAGIC, answer, int(lifetime * 1000)) + bytes(first))
+            self.sent += records.FULL_RECORD
             ends = self.clock() + lifetime
             tokens = 0.0
             last = self.clock()
@@ -196,22 +233,28 @@ class ChaffSender(object):
                 last = now
                 size = min(records.FULL_RECORD,
                            max(1, int(self.share * 0.05)))
-                while (tokens >= size + records.HEADER.size and
-                       self.sent < self.budget):
-                    record = self.source.record(size)
-                    writer.write(record)
-                    tokens -= len(record)
-                    self.sent += len(record)
+                while tokens >= size and self.sent < self.budget:
+                    writer.write(self.source.chunk(size))
+                    tokens -= size
+                    self.sent += size
                 await writer.drain()
                 await asyncio.sleep(PACE_TICK)
+            # The responder closes first, once our data stopped; a stop
+            # before then closes from here.
+            closes = self.clock() + responder.CLOSE_GRACE + CLOSE_WAIT
+            while (not self._stopping.is_set() and not drain.done() and
+                   self.clock() < closes):
+                await asyncio.wait([drain], timeout=PACE_TICK * 5)
         finally:
-            drain.cancel()
+            # Read on while closing: data left unread in the kernel's
+            # receive queue would make the close a reset.
             self._open.discard(writer)
-            writer.transport.abort()
+            await self._close(writer)
+            drain.cancel()
 
     async def _discard(self, reader):
         try:
             while await reader.read(65536):
                 pass
-        except OSError:
+        except (OSError, ssl.SSLError):
             pass

@@ -9,7 +9,12 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""nova-stealth-chaff-responder: answer chaff streams from known peers."""
+"""nova-stealth-chaff-responder: answer chaff streams from known peers.
+
+It reads the [stealth] options of nova.conf (``--config-file``, as
+nova-compute does) and logs through oslo.log as OpenStack services do;
+its flags override single options (for the testbed and tests).
+"""
 
 import argparse
 import asyncio
@@ -17,57 +22,118 @@ import json
 import signal
 import sys
 
+from oslo_config import cfg
+from oslo_log import log as logging
+
 from nova_stealth.chaff import responder as responder_lib
+from nova_stealth.chaff import tls
 from nova_stealth.cmd import arguments
+from nova_stealth import conf as stealth_conf
 from nova_stealth.conf import chaff as chaff_conf
+from nova_stealth.conf import ports as ports_conf
+from nova_stealth import exception
+
+LOG = logging.getLogger(__name__)
+MIB = 1 << 20
+PROG = 'nova-stealth-chaff-responder'
+#: Flags and the [stealth] options they override.
+OVERRIDES = {'address': 'chaff_responder_address',
+             'ports': 'chaff_ports',
+             'peer_networks': 'chaff_peer_networks',
+             'tls_dir': 'chaff_tls_x509_dir',
+             'max_connections': 'chaff_responder_max_connections',
+             'max_per_peer': 'chaff_responder_max_per_peer',
+             'peer_rate_mib': 'chaff_responder_peer_rate',
+             'total_rate_mib': 'chaff_responder_total_rate',
+             'stall_seconds': 'chaff_responder_stall_seconds',
+             'stall_penalty_seconds': 'chaff_responder_stall_penalty_seconds'}
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog='nova-stealth-chaff-responder',
+        prog=PROG,
         description='Serve chaff streams to the peers of this compute node.')
-    parser.add_argument('--address', default='::',
-                        help='address to listen on (default all)')
-    parser.add_argument('--ports', required=True, type=_ports,
-                        help='ports, as LOW-HIGH or a comma-separated list')
+    parser.add_argument('--config-file', action='append', default=[],
+                        dest='config_files', metavar='PATH',
+                        help='nova.conf or another file with a [stealth] '
+                             'group (repeat; later files win)')
+    parser.add_argument('--address', help='address to listen on')
+    parser.add_argument('--ports', type=arguments.argument_type(_port_range),
+                        help='ports, as LOW-HIGH')
     # A host address with a prefix (devstack's $HOST_IP/24) is its network.
-    parser.add_argument('--peer-network', action='append', required=True,
+    parser.add_argument('--peer-network', action='append',
                         dest='peer_networks', metavar='CIDR',
                         type=arguments.argument_type(chaff_conf.peer_network),
                         help='a network peers may connect from (repeat)')
-    parser.add_argument('--max-connections', type=int, default=128)
-    parser.add_argument('--max-per-peer', type=int, default=16)
-    parser.add_argument('--peer-rate-mib', type=float, default=4.0,
-                        help='most MiB/s one peer receives (default 4)')
+    parser.add_argument('--tls-dir', metavar='DIR',
+                        help='directory of the x509 credentials')
+    parser.add_argument('--max-connections', type=arguments.integer(1))
+    parser.add_argument('--max-per-peer', type=arguments.integer(1))
+    parser.add_argument('--peer-rate-mib', type=arguments.number(0.01),
+                        help='most MiB/s one peer receives')
+    parser.add_argument('--total-rate-mib', type=arguments.number(0.01),
+                        help='most MiB/s all peers receive')
+    parser.add_argument('--stall-seconds', type=arguments.number(0.1))
+    parser.add_argument('--stall-penalty-seconds',
+                        type=arguments.number(0.0))
     return parser.parse_args(argv)
 
 
-def _ports(text):
+def _port_range(text):
     try:
-        return parse_ports(text)
+        ports = ports_conf.PortRange()(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            '%r: ports are LOW-HIGH or a comma-separated list' % text)
+        ports = None
+    if not ports or ports.step != 1:
+        raise ValueError('%r: ports are LOW-HIGH with LOW <= HIGH' % text)
+    return text
 
 
-def parse_ports(text):
-    """'61000-61003' or '61000,61005' as a list of ports."""
-    ports = []
-    for part in text.split(','):
-        low, _, high = part.partition('-')
-        ports.extend(range(int(low), int(high or low) + 1))
-    if not ports or not all(0 < port < 65536 for port in ports):
-        raise ValueError('bad port list %r' % text)
-    return ports
+def load(argv):
+    """The [stealth] group and oslo.log set up from the arguments.
+
+    :raises nova_stealth.exception.InvalidOption: naming the bad option
+    """
+    args = parse_args(argv)
+    conf = cfg.ConfigOpts()
+    logging.register_options(conf)
+    # Standard output carries 'ready' and the final counters.
+    conf.set_default('use_stderr', True)
+    overrides = {option: getattr(args, flag)
+                 for flag, option in OVERRIDES.items()
+                 if getattr(args, flag) is not None}
+    group = stealth_conf.load_group(args.config_files, conf=conf,
+                                    **overrides)
+    logging.setup(conf, PROG)
+    return group
+
+
+def build(group):
+    """The responder the options describe."""
+    return responder_lib.ChaffResponder(
+        group.chaff_responder_address, group.chaff_ports,
+        group.chaff_peer_networks,
+        tls.server_context(group.chaff_tls_x509_dir),
+        max_connections=group.chaff_responder_max_connections,
+        max_per_peer=group.chaff_responder_max_per_peer,
+        peer_rate=int(group.chaff_responder_peer_rate * MIB),
+        total_rate=int(group.chaff_responder_total_rate * MIB),
+        stall_timeout=group.chaff_responder_stall_seconds,
+        stall_penalty=group.chaff_responder_stall_penalty_seconds)
 
 
 def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    responder = responder_lib.ChaffResponder(
-        args.address, args.ports, args.peer_networks,
-        max_connections=args.max_connections,
-        max_per_peer=args.max_per_peer,
-        peer_rate=int(args.peer_rate_mib * (1 << 20)))
+    try:
+        group = load(sys.argv[1:] if argv is None else argv)
+        if not group.chaff_peer_networks:
+            raise exception.InvalidOption(
+                option='chaff_peer_networks', value="''",
+                reason='the responder would serve nobody: list the '
+                       'networks of the other compute nodes')
+        responder = build(group)
+    except (exception.InvalidOption, cfg.Error) as e:
+        print('%s: %s' % (PROG, e), file=sys.stderr)
+        return 2
 
     async def serve():
         stopping = asyncio.Event()
@@ -75,11 +141,15 @@ def main(argv=None):
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
         await responder.start()
+        LOG.info('Serving chaff on [%s] ports %s to %s',
+                 responder.address, ','.join(map(str, responder.ports)),
+                 ', '.join(map(str, responder.networks)))
         print('ready', flush=True)
         await stopping.wait()
         await responder.close()
 
     asyncio.run(serve())
+    LOG.info('Stopped: %s', dict(responder.stats))
     print(json.dumps({'stats': dict(responder.stats),
                       'sent': dict(responder.sent)}), flush=True)
     return 0

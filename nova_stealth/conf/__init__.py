@@ -70,15 +70,18 @@ def _check_finite(name, value):
                 option=name, value=value, reason='must be a finite number')
 
 
-def load_group(config_files=(), **overrides):
+def load_group(config_files=(), conf=None, **overrides):
     """A validated [stealth] group of a configuration of its own.
 
-    For processes that are not nova-compute (the testbed's hosts, tests):
-    the options from ``config_files``, then ``overrides`` by option name.
+    For processes that are not nova-compute (the testbed's hosts, tests,
+    the chaff responder): the options from ``config_files``, then
+    ``overrides`` by option name.
 
+    :param conf: a ConfigOpts the caller registered other options on
+        (oslo.log's), parsed here; a new one if None
     :raises nova_stealth.exception.InvalidOption: naming the bad option
     """
-    conf = cfg.ConfigOpts()
+    conf = conf if conf is not None else cfg.ConfigOpts()
     register_opts(conf)
     conf([arg for path in config_files for arg in ('--config-file', path)],
          default_config_files=[])

@@ -117,6 +117,41 @@ Related options:
 * migration_port_ranges
 """),
     cfg.ListOpt(
+        'chaff_peers',
+        default=[],
+        help="""
+Addresses of other compute nodes whose chaff responders this node's chaff
+may go to. Each chaff stream picks a peer at random among these and the
+migration's destination, and a port among chaff_ports, and lives an
+exponentially distributed time (mean chaff_switch_seconds) before the next
+draw, so that chaff does not single out the migration's two hosts. Empty,
+chaff goes to the destination only, which an observer can see.
+
+Related options: chaff_ports, chaff_switch_seconds.
+"""),
+    cfg.FloatOpt(
+        'chaff_switch_seconds',
+        default=5.0,
+        min=0.1,
+        max=3600.0,
+        help="""
+Mean lifetime, in seconds, of one chaff stream before it closes and
+another opens to a peer and port drawn afresh.
+"""),
+    cfg.StrOpt(
+        'chaff_tls_x509_dir',
+        default='/etc/pki/qemu',
+        help="""
+Directory of the x509 credentials chaff streams use, in the layout of
+QEMU's and libvirt's (default_tls_x509_cert_dir): ca-cert.pem,
+server-cert.pem and server-key.pem (the responder's identity),
+client-cert.pem and client-key.pem (the sender's). Chaff is mutual TLS 1.3:
+each end refuses a certificate the CA did not sign. Use the credentials of
+libvirt's native TLS migration (live_migration_with_native_tls), so chaff
+and migrations are the same kind of traffic. Without readable credentials
+no chaff is sent, and each migration logs an error.
+"""),
+    cfg.ListOpt(
         'chaff_peer_networks',
         item_type=PeerNetwork(),
         default=[],
@@ -125,7 +160,62 @@ Networks (CIDR) whose hosts may open chaff streams to this node's
 responder: the other compute nodes. Empty, the responder serves nobody. A
 host address with a prefix, such as 198.18.0.10/24, stands for its network,
 198.18.0.0/24.
+Read by nova-stealth-chaff-responder; peers must also present a
+certificate signed by the CA of chaff_tls_x509_dir.
 """),
+    cfg.StrOpt(
+        'chaff_responder_address',
+        default='::',
+        help='Address the chaff responder listens on (:: is every address).'),
+    cfg.IntOpt(
+        'chaff_responder_max_connections',
+        default=128,
+        min=1,
+        max=65536,
+        help="""
+Most connections the chaff responder holds at once, TLS handshakes
+included; past this it resets new ones.
+"""),
+    cfg.IntOpt(
+        'chaff_responder_max_per_peer',
+        default=16,
+        min=1,
+        max=65536,
+        help='Most connections the chaff responder holds from one address.'),
+    cfg.FloatOpt(
+        'chaff_responder_peer_rate',
+        default=4.0,
+        min=0.01,
+        max=10000.0,
+        help="""
+Most MiB/s the chaff responder sends to one address, shared among its
+connections.
+"""),
+    cfg.FloatOpt(
+        'chaff_responder_total_rate',
+        default=32.0,
+        min=0.01,
+        max=100000.0,
+        help="""
+Most MiB/s the chaff responder sends in all, shared equally among the
+peers it serves.
+"""),
+    cfg.FloatOpt(
+        'chaff_responder_stall_seconds',
+        default=5.0,
+        min=0.1,
+        max=600.0,
+        help="""
+A chaff connection whose writes have not drained for this long (its peer
+stopped reading) is dropped, and its peer refused for
+chaff_responder_stall_penalty_seconds.
+"""),
+    cfg.FloatOpt(
+        'chaff_responder_stall_penalty_seconds',
+        default=60.0,
+        min=0.0,
+        max=86400.0,
+        help='How long a peer whose stream stalled is refused.'),
 ]
 
 
@@ -164,3 +254,9 @@ def validate(group):
                 reason='overlaps chaff_ports %s, whose shaping filter '
                        'matches first; choose ranges apart' %
                        ports.format_range(group.chaff_ports))
+    for peer in group.chaff_peers:
+        try:
+            ipaddress.ip_address(peer)
+        except ValueError as e:
+            raise exception.InvalidOption(option='chaff_peers',
+                                          value=repr(peer), reason=e)

@@ -45,6 +45,7 @@ import numpy as np
 
 from nova_stealth.chaff import schedules
 from nova_stealth.chaff import sender as sender_lib
+from nova_stealth import exception
 from nova_stealth import policy as rate_policies
 from nova_stealth.shaping import tc_lib
 from nova_stealth.shaping import tree
@@ -84,6 +85,19 @@ def expected_rates(policy_name, policy_kwargs, seed=None, tick_s=0.01):
     sent = np.concatenate([[0.0], np.cumsum(rates * holds)])
     bins = np.arange(0.0, LOOKAHEAD_TICKS * tick_s + 1e-9, 10 * tick_s)
     return np.diff(np.interp(bins, edges, sent)) / (10 * tick_s) * MIB
+
+
+def chaff_peers(group, destination):
+    """(address, ports) of every responder the chaff may go to.
+
+    The destination and the operator's other compute nodes, each stream
+    drawing one at random, so that chaff does not single out the
+    migration's two hosts.
+    """
+    ports = list(group.chaff_ports)
+    peers = [destination] + [peer for peer in group.chaff_peers
+                             if peer != destination]
+    return [(peer, ports) for peer in peers]
 
 
 def hypervisor_max_bandwidth(group):
@@ -156,6 +170,7 @@ class SourceSession(object):
             start_rate = self.policy_kwargs['start_rate']
             if self.group.chaff_enabled:
                 self.chaff = self._chaff()
+            if self.chaff:
                 self.chaff.start()
                 self.sleep(self.chaff.schedule.lead)
                 start_rate = self._clamp(self.chaff.handover_rate() / MIB)
@@ -322,17 +337,26 @@ class SourceSession(object):
         return self.chaff.sent if self.chaff else 0
 
     def _chaff(self):
+        """The chaff sender, or None (logged loudly) if it cannot run."""
         rates = self._expected_rates()
         schedule = schedules.load(
             self.group.chaff_schedule, float(np.mean(rates)),
             lead=self.group.chaff_lead_seconds,
             tail=self.group.chaff_tail_seconds, seed=self.seed,
             migration_rates=rates)
-        return self.chaff_sender(
-            [(self.peer, list(self.group.chaff_ports))], schedule,
-            max_rate=tree.mib_to_bytes(self.group.chaff_max_rate),
-            budget=int(self.group.chaff_budget_fraction * self.memory_bytes),
-            migration_rate=self.migration_throughput, seed=self.seed)
+        try:
+            return self.chaff_sender(
+                chaff_peers(self.group, self.peer), schedule,
+                max_rate=tree.mib_to_bytes(self.group.chaff_max_rate),
+                budget=int(self.group.chaff_budget_fraction *
+                           self.memory_bytes),
+                tls_dir=self.group.chaff_tls_x509_dir,
+                switch_mean=self.group.chaff_switch_seconds,
+                migration_rate=self.migration_throughput, seed=self.seed)
+        except exception.InvalidOption as e:
+            LOG.error('Migration %s goes WITHOUT chaff, so its start and end '
+                      'show on the wire: %s', self.migration_id, e)
+            return None
 
     def _expected_rates(self):
         """The policy run ahead with this migration's seed (cached)."""

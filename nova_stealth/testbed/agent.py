@@ -46,7 +46,8 @@ def options(args):
         chaff = {'chaff_schedule': args.schedule}
     return stealth_conf.load_group(
         [args.config_file] if args.config_file else [],
-        state_dir=args.state_dir, rate_policy=args.policy, **chaff)
+        state_dir=args.state_dir, rate_policy=args.policy,
+        chaff_tls_x509_dir=args.tls_dir, **chaff)
 
 
 def main(argv=None):
@@ -59,6 +60,8 @@ def main(argv=None):
     parser.add_argument('--peer', required=True)
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--memory-bytes', type=int, required=True)
+    parser.add_argument('--tls-dir', required=True,
+                        help='x509 credentials of the chaff')
     parser.add_argument('--seed', type=int)
     args = parser.parse_args(argv)
     cfg.CONF.set_override('helper_command',

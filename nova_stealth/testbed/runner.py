@@ -35,6 +35,7 @@ from nova_stealth.testbed import netns
 from nova_stealth.testbed import qemu
 from nova_stealth.testbed import topology
 from nova_stealth.testbed import traffic
+from nova_stealth.testbed import x509
 
 MIB = 1 << 20
 PROCESSES = 'processes.json'
@@ -156,6 +157,7 @@ class Site(object):
         self.topology = topology.Topology(workdir)
         self.processes = []
         self.measured_load = None
+        self.tls_dir = None
 
     def _start(self, ns, argv, what, ready=True):
         process = subprocess.Popen(
@@ -179,10 +181,14 @@ class Site(object):
                                             '--address',
                                             self.topology.address(host)],
                             'traffic server on %s' % host)
+            self.tls_dir = x509.make_credentials(
+                os.path.join(self.workdir, 'x509'),
+                x509.make_ca(os.path.join(self.workdir, 'x509-ca')))
             self._start('dst', python + [
                 'nova_stealth.cmd.chaff_responder', '--address',
                 self.topology.address('dst'), '--ports', CHAFF_PORTS,
-                '--peer-network', '198.18.0.0/16'], 'chaff responder')
+                '--peer-network', '198.18.0.0/16', '--tls-dir',
+                self.tls_dir], 'chaff responder')
             users = LOADS[self.load]
             for host, server in (('bgr', 'bgl'), ('bgl', 'bgr')):
                 self._start(host, python + [
@@ -272,7 +278,8 @@ class Site(object):
                     sys.executable, '-m', 'nova_stealth.testbed.agent',
                     '--state-dir', state_dir, '--policy', policy,
                     '--schedule', schedule, '--peer', dst_addr,
-                    '--port', str(port), '--memory-bytes',
+                    '--port', str(port), '--tls-dir', self.tls_dir,
+                    '--memory-bytes',
                     str(vm['memory_mib'] * MIB), '--seed', str(seed)],
                     'the source session')
                 bandwidth = source.hypervisor_max_bandwidth(group) * MIB

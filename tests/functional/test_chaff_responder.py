@@ -11,24 +11,27 @@
 # under the License.
 """The chaff responder, as its own process in a namespace, with real TCP.
 
-The source namespace has two addresses: 198.18.7.1 inside the responder's
-peer network 198.18.7.0/28 and 198.18.7.100 outside it.
+The source namespace has 198.18.7.1 inside the responder's peer network
+198.18.7.0/28 and 198.18.7.100 outside it.
 """
 
-import json
+import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from nova_stealth.chaff import responder as responder_lib
+from nova_stealth.chaff import tls
+from tests.functional import chaffnet
 from tests.functional import netlab
 
-PORTS = '61500-61503'
 UNKNOWN = '198.18.7.100'
+
+
+@pytest.fixture(scope='module')
+def credentials(tmp_path_factory):
+    return chaffnet.make_credentials(tmp_path_factory.mktemp('x509'))
 
 
 @pytest.fixture
@@ -38,72 +41,11 @@ def lab(link):
     return link
 
 
-class Responder(object):
-    def __init__(self, lab, *extra):
-        self.process = subprocess.Popen(
-            ['ip', 'netns', 'exec', lab.dst, sys.executable, '-m',
-             'nova_stealth.cmd.chaff_responder', '--address', lab.DST_V4,
-             '--ports', PORTS, '--peer-network', '198.18.7.0/28'] +
-            list(extra), stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout.readline().strip() == 'ready'
-
-    def rss_kib(self):
-        with open('/proc/%d/status' % self.process.pid) as status:
-            for line in status:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1])
-
-    def stop(self):
-        self.process.terminate()
-        out, _ = self.process.communicate(timeout=20)
-        return json.loads(out.strip().splitlines()[-1])
-
-
-def connect(lab, source, port=61500):
-    with netlab.in_netns(lab.src):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((source, 0))
-    sock.settimeout(5)
-    sock.connect((lab.DST_V4, port))
-    return sock
-
-
-class Stream(object):
-    """A known peer's chaff stream, counting what the responder sends."""
-
-    def __init__(self, lab, rate, port=61500):
-        self.sock = connect(lab, lab.SRC_V4, port)
-        self.sock.sendall(responder_lib.HELLO.pack(responder_lib.MAGIC,
-                                                   rate))
-        self.samples = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        netlab.record_received(self.sock, self.stopping, self.samples)
-
-    def rate(self, start, stop):
-        return sum(n for t, n in self.samples if start <= t < stop) / (
-            stop - start)
-
-    def close(self):
-        self.stopping.set()
-        self.thread.join()
-        self.sock.close()
-
-
-def refused(sock):
+def test_serves_known_peers_at_the_rate_asked(lab, credentials):
+    responder = chaffnet.Responder(lab, credentials['host'])
     try:
-        return sock.recv(1) == b''
-    except ConnectionResetError:
-        return True
-
-
-def test_serves_known_peers_at_the_rate_asked(lab):
-    responder = Responder(lab)
-    try:
-        stream = Stream(lab, 1 << 20)
+        stream = chaffnet.Stream(lab, credentials['host'], 1 << 20)
+        assert stream.sock.version() == 'TLSv1.3'
         time.sleep(0.5)
         start = time.monotonic()
         time.sleep(2.0)
@@ -115,26 +57,92 @@ def test_serves_known_peers_at_the_rate_asked(lab):
     assert stats['stats']['streams'] == 1
 
 
-def test_refuses_peers_outside_the_networks(lab):
-    responder = Responder(lab)
+def test_refuses_peers_outside_the_networks(lab, credentials):
+    responder = chaffnet.Responder(lab, credentials['host'])
     try:
-        stranger = connect(lab, UNKNOWN)
-        stranger.sendall(responder_lib.HELLO.pack(responder_lib.MAGIC, 1000))
-        assert refused(stranger)
-        stranger.close()
+        try:
+            stranger = chaffnet.connect(lab, UNKNOWN)
+            # Reset before any TLS: not even a ServerHello.
+            stranger.sendall(os.urandom(300))
+            assert chaffnet.refused(stranger)
+            stranger.close()
+        except ConnectionResetError:
+            pass  # reset before connect() returned
     finally:
         stats = responder.stop()
     assert stats['stats'] == {'refused_unknown_peer': 1}
     assert stats['sent'] == {}
 
 
-def test_limits_connections_per_peer(lab):
-    responder = Responder(lab, '--max-per-peer', '2')
+def test_refuses_certificates_the_ca_did_not_sign(lab, credentials):
+    responder = chaffnet.Responder(lab, credentials['host'])
     try:
-        streams = [Stream(lab, 10000, 61500 + i) for i in range(2)]
+        # A client that trusts our CA but holds another CA's certificate.
+        context = tls.client_context(credentials['rogue'])
+        context.load_verify_locations(
+            os.path.join(credentials['ca'], tls.CA))
+        for _ in range(3):
+            rogue = context.wrap_socket(chaffnet.connect(lab, lab.SRC_V4),
+                                        server_hostname=None)
+            rogue.sendall(chaffnet.hello(1000))
+            assert chaffnet.refused(rogue)
+            rogue.close()
+        plain = chaffnet.connect(lab, lab.SRC_V4)
+        plain.sendall(chaffnet.hello(1000))
+        assert chaffnet.refused(plain)
+        plain.close()
+    finally:
+        stats = responder.stop()
+    assert stats['stats']['refused_bad_certificate'] == 3
+    assert stats['stats']['refused_bad_tls'] == 1
+    assert 'streams' not in stats['stats'] and stats['sent'] == {}
+
+
+def test_malformed_tls_costs_no_memory(lab, credentials):
+    responder = chaffnet.Responder(lab, credentials['host'],
+                                   '--max-per-peer', '64')
+    try:
+        stream = chaffnet.Stream(lab, credentials['host'], 1 << 20)
+        time.sleep(1.0)
+        before = responder.rss_kib()
+        start = time.monotonic()
+        rss = []
+        for wave in range(40):
+            # 200 a second, as a careless or hostile peer might.
+            time.sleep(0.25)
+            socks = []
+            for index in range(50):
+                sock = chaffnet.connect(lab, lab.SRC_V4, 61501 + index % 3)
+                # A TLS handshake record header, then garbage.
+                sock.sendall(b'\x16\x03\x01\x02\x00' + os.urandom(512))
+                socks.append(sock)
+            for sock in socks:
+                assert chaffnet.refused(sock)
+                sock.close()
+            rss.append(responder.rss_kib())
+        rate = stream.rate(start, time.monotonic())
+        stream.close()
+    finally:
+        stats = responder.stop()
+    print('responder RSS %d KiB before, after each 500 malformed '
+          'handshakes: %s' % (before, rss[9::10]))
+    assert stats['stats']['refused_bad_tls'] == 2000
+    assert rate >= 0.8 * (1 << 20), rate
+    # The first few hundred take the allocator to a plateau; the next
+    # 1,500 do not grow it.
+    assert max(rss) - before < 64 * 1024, (before, rss)
+    assert max(rss[10:]) - rss[9] < 16 * 1024, rss
+
+
+def test_limits_connections_per_peer(lab, credentials):
+    responder = chaffnet.Responder(lab, credentials['host'],
+                                   '--max-per-peer', '2')
+    try:
+        streams = [chaffnet.Stream(lab, credentials['host'], 10000,
+                                   61500 + i) for i in range(2)]
         time.sleep(0.3)
-        third = connect(lab, lab.SRC_V4, 61502)
-        assert refused(third)
+        third = chaffnet.connect(lab, lab.SRC_V4, 61502)
+        assert chaffnet.refused(third)
         third.close()
         for stream in streams:
             stream.close()
@@ -144,10 +152,10 @@ def test_limits_connections_per_peer(lab):
     assert stats['stats']['streams'] == 2
 
 
-def test_flood_from_unknown_peer(lab):
-    responder = Responder(lab)
+def test_flood_from_unknown_peer(lab, credentials):
+    responder = chaffnet.Responder(lab, credentials['host'])
     try:
-        stream = Stream(lab, 1 << 20)
+        stream = chaffnet.Stream(lab, credentials['host'], 1 << 20)
         time.sleep(1.0)
         before = responder.rss_kib()
         start = time.monotonic()
@@ -173,11 +181,112 @@ def test_flood_from_unknown_peer(lab):
     assert during - before < 16 * 1024, (before, during)
 
 
-def test_nothing_listens_after_stop(lab):
-    responder = Responder(lab)
+def test_nothing_listens_after_stop(lab, credentials):
+    responder = chaffnet.Responder(lab, credentials['host'])
     listening = netlab.run('ip', 'netns', 'exec', lab.dst, 'ss', '-ltn')
     assert ':61500 ' in listening and ':61503 ' in listening
     responder.stop()
     assert responder.process.returncode == 0
     listening = netlab.run('ip', 'netns', 'exec', lab.dst, 'ss', '-ltn')
     assert ':615' not in listening
+
+
+class Flooder(object):
+    """Compute nodes that open streams, ask for a rate and never read.
+
+    Each address opens ``per_address`` connections, then one more every
+    ``every`` seconds, and never closes one until the end.
+    """
+
+    def __init__(self, lab, addresses, tls_dir, per_address, every=0.25):
+        self.lab, self.addresses, self.tls_dir = lab, addresses, tls_dir
+        self.per_address, self.every = per_address, every
+        self.socks, self.accepted = [], 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        opened = dict.fromkeys(self.addresses, 0)
+        while not self.stopping.wait(self.every):
+            for address in self.addresses:
+                for _ in range(max(1, self.per_address - opened[address])):
+                    try:
+                        sock = chaffnet.connect_tls(
+                            self.lab, address, self.tls_dir,
+                            61500 + len(self.socks) % 4)
+                        sock.sendall(chaffnet.hello(4 << 20))
+                    except OSError:
+                        break
+                    self.socks.append(sock)
+                    self.accepted += 1
+                    opened[address] += 1
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join()
+        for sock in self.socks:
+            sock.close()
+
+
+def test_flood_of_peers_that_never_read(lab, credentials):
+    # Issue 12: 8 addresses x 16 connections that ask for data and never
+    # read held every slot of the responder and hundreds of MiB of send
+    # queue, and every other peer was refused.
+    flooders = ['198.18.7.%d' % n for n in range(3, 11)]
+    for address in flooders:
+        netlab.run('ip', '-n', lab.src, 'addr', 'add', address + '/24',
+                   'dev', 's0')
+    responder = chaffnet.Responder(
+        lab, credentials['host'], '--max-connections', '128',
+        '--max-per-peer', '16', '--peer-rate-mib', '8',
+        '--stall-seconds', '1', '--stall-penalty-seconds', '60')
+    flood = stream = None
+    queued, rss = [], []
+    try:
+        before = responder.rss_kib()
+        flood = Flooder(lab, flooders, credentials['host'], 16)
+        time.sleep(1.0)
+        # Every slot is taken now; the honest peer keeps trying.
+        deadline = time.monotonic() + 15.0
+        while stream is None and time.monotonic() < deadline:
+            try:
+                stream = chaffnet.Stream(lab, credentials['host'], 1 << 20)
+                stream.sock.settimeout(1.0)
+                if not stream.sock.recv(1):
+                    raise ConnectionResetError
+            except (OSError, ConnectionResetError):
+                stream = None
+                queued.append(chaffnet.send_queue_bytes(lab.dst))
+                rss.append(responder.rss_kib())
+                time.sleep(0.5)
+        assert stream is not None, 'the honest peer was never served'
+        time.sleep(0.5)
+        start = time.monotonic()
+        for _ in range(6):
+            time.sleep(0.5)
+            queued.append(chaffnet.send_queue_bytes(lab.dst))
+            rss.append(responder.rss_kib())
+        rate = stream.rate(start, time.monotonic())
+        # Every stalled stream goes, and the memory it pinned with it.
+        drained = chaffnet.wait_for(
+            lambda: chaffnet.send_queue_bytes(lab.dst) < 2 ** 20, 15.0)
+        final_queue = chaffnet.send_queue_bytes(lab.dst)
+    finally:
+        for closing in (stream, flood):
+            if closing:
+                closing.close()
+        stats = responder.stop()
+    print('flood: %d streams accepted; send queue at most %.1f MiB, %.2f '
+          'MiB at the end; RSS %d KiB before, at most %d; honest peer '
+          '%.2f MiB/s; %s' % (flood.accepted, max(queued) / 2 ** 20,
+                              final_queue / 2 ** 20, before, max(rss),
+                              rate / 2 ** 20, stats['stats']))
+    # Every flood stream the responder took is dropped.
+    assert flood.accepted >= 64
+    assert stats['stats']['dropped_stalled'] == flood.accepted
+    assert stats['stats']['refused_stalled_peer'] > 0
+    assert rate >= 0.8 * (1 << 20), rate
+    assert max(queued) < 48 * 2 ** 20, queued
+    assert drained, 'the stalled streams were not dropped'
+    assert max(rss) - before < 64 * 1024, (before, rss)

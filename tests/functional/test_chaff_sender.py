@@ -29,13 +29,17 @@ import subprocess
 import sys
 import time
 
+import dpkt
 import numpy as np
 import pytest
 
 from nova_stealth.analysis import capture
 from nova_stealth.chaff import records
+from nova_stealth.chaff import schedules
+from nova_stealth.chaff import sender as sender_lib
 from nova_stealth import conf as stealth_conf
 from nova_stealth.engine import source
+from tests.functional import chaffnet
 from tests.functional import netlab
 
 MIB = 1 << 20
@@ -57,11 +61,18 @@ def in_src(link):
     return factory
 
 
-def start_responder(link):
+@pytest.fixture(scope='module')
+def tls_dir(tmp_path_factory):
+    """QEMU-layout credentials that both ends of the link use."""
+    return chaffnet.make_credentials(tmp_path_factory.mktemp('x509'))['host']
+
+
+def start_responder(link, tls_dir):
     responder = subprocess.Popen(
         ['ip', 'netns', 'exec', link.dst, sys.executable, '-m',
          'nova_stealth.cmd.chaff_responder', '--address', link.DST_V4,
-         '--ports', '61500-61503', '--peer-network', '198.18.7.0/24'],
+         '--ports', '61500-61503', '--peer-network', '198.18.7.0/24',
+         '--tls-dir', tls_dir],
         stdout=subprocess.PIPE, text=True)
     if responder.stdout.readline().strip() != 'ready':
         responder.kill()
@@ -81,10 +92,11 @@ def chaff_class_bytes(link):
     return int(shown.split(' Sent ')[1].split()[0])
 
 
-def stealth_options(tmp_path, with_chaff, **overrides):
+def stealth_options(tmp_path, with_chaff, tls_dir, **overrides):
     """A [stealth] group as an operator would set it for this link."""
     options = dict(
-        POLICY, rate_policy='paper', state_dir=str(tmp_path),
+        POLICY, chaff_tls_x509_dir=tls_dir, rate_policy='paper',
+        state_dir=str(tmp_path),
         start_ramp_seconds=RAMP, chaff_enabled=with_chaff,
         chaff_max_rate=8.0, chaff_budget_fraction=1.0,
         chaff_lead_seconds=[LEAD + PLATEAU] * 2,
@@ -93,7 +105,7 @@ def stealth_options(tmp_path, with_chaff, **overrides):
     return stealth_conf.load_group(**options)
 
 
-def run_migration(link, shaper, with_chaff, workdir, seed, budget):
+def run_migration(link, shaper, with_chaff, workdir, seed, budget, tls_dir):
     """Run one migration through the engine's source session.
 
     Returns (capture, start time, session, chaff class bytes).
@@ -108,7 +120,7 @@ def run_migration(link, shaper, with_chaff, workdir, seed, budget):
     shaper.remove = remove_after_reading_counters
     workdir.mkdir()
     with contextlib.ExitStack() as cleanup:
-        cleanup.callback(stop_responder, start_responder(link))
+        cleanup.callback(stop_responder, start_responder(link, tls_dir))
         dump = netlab.Tcpdump(link.src, str(workdir / ('chaff-%s.pcap'
                                                        % with_chaff)),
                               '-i', 's0', '-s', '64', 'tcp and src host',
@@ -116,7 +128,7 @@ def run_migration(link, shaper, with_chaff, workdir, seed, budget):
         cleanup.callback(dump.stop)
         cleanup.callback(netlab.Sink(link.dst, link.DST_V4, 61001).close)
         session = source.SourceSession(
-            stealth_options(workdir, with_chaff), 'migration',
+            stealth_options(workdir, with_chaff, tls_dir), 'migration',
             link.DST_V4, 61001, budget, shaper=shaper,
             socket_factory=in_src(link), seed=seed)
         cleanup.callback(session.abort)
@@ -172,9 +184,10 @@ def chaffed_shaper(tmp_path, privsep_in_src):
                          chaff_rate_mib=8.0)
 
 
-def measure(link, shaper, with_chaff, workdir, seed, budget=200 * MIB):
+def measure(link, shaper, with_chaff, workdir, seed, tls_dir,
+            budget=200 * MIB):
     path, started, session, class_bytes = run_migration(
-        link, shaper, with_chaff, workdir, seed, budget)
+        link, shaper, with_chaff, workdir, seed, budget, tls_dir)
     bins, chaff_bins, start, end = egress_bins(
         path, int((started - LEAD - PLATEAU) * 1e9), 25.0)
     moments = [at for at in range(start - int(PLATEAU / BIN) + SPAN,
@@ -198,13 +211,14 @@ def measure(link, shaper, with_chaff, workdir, seed, budget=200 * MIB):
     }
 
 
-def test_chaff_hides_the_start_and_end(link, chaffed_shaper, tmp_path):
+def test_chaff_hides_the_start_and_end(link, chaffed_shaper, tmp_path,
+                                       tls_dir):
     z_scores = []
     for seed in SEEDS:
         run = measure(link, chaffed_shaper, True,
-                      tmp_path / ('chaff%d' % seed), seed)
+                      tmp_path / ('chaff%d' % seed), seed, tls_dir)
         bare = measure(link, chaffed_shaper, False,
-                       tmp_path / ('bare%d' % seed), seed)
+                       tmp_path / ('bare%d' % seed), seed, tls_dir)
         z_scores += [step / run['variation'] for step in run['steps']]
         print('seed %d: egress variation %.2f MiB/s (chaff alone %.2f); '
               'steps with chaff %s MiB/s (z %s); without chaff %s MiB/s '
@@ -235,13 +249,13 @@ def test_chaff_hides_the_start_and_end(link, chaffed_shaper, tmp_path):
     assert np.mean(z_scores) < 1.75, z_scores
 
 
-def test_budget_caps_the_chaff(link, chaffed_shaper, tmp_path):
+def test_budget_caps_the_chaff(link, chaffed_shaper, tmp_path, tls_dir):
     budget = 1 << 20
     run = measure(link, chaffed_shaper, True, tmp_path / 'small', 4,
-                  budget=budget)
+                  tls_dir, budget=budget)
     sender = run['chaff']
     assert budget <= sender.sent <= budget + sender.streams * (
-        records.FULL_RECORD + records.HEADER.size)
+        records.FULL_RECORD)
     assert not sender.running
 
 
@@ -250,13 +264,15 @@ def tc_state(link):
             for kind in ('qdisc', 'class', 'filter')]
 
 
-def test_abort_mid_migration_leaves_nothing(link, chaffed_shaper, tmp_path):
+def test_abort_mid_migration_leaves_nothing(link, chaffed_shaper, tmp_path,
+                                            tls_dir):
     before = tc_state(link)
-    responder = start_responder(link)
+    responder = start_responder(link, tls_dir)
     sink = netlab.Sink(link.dst, link.DST_V4, 61001)
     try:
         session = source.SourceSession(
-            stealth_options(tmp_path, True, chaff_lead_seconds=[1.0, 1.0]),
+            stealth_options(tmp_path, True, tls_dir,
+                            chaff_lead_seconds=[1.0, 1.0]),
             'aborted', link.DST_V4, 61001, 100 * MIB, shaper=chaffed_shaper,
             socket_factory=in_src(link), seed=5)
         session.start()
@@ -278,3 +294,54 @@ def test_abort_mid_migration_leaves_nothing(link, chaffed_shaper, tmp_path):
     finally:
         sink.close()
         stop_responder(responder)
+
+
+def test_chaff_is_tls_and_ends_with_fin(link, tls_dir, tmp_path):
+    # Issue 14: chaff opened with a cleartext NSC1 and its rate, and a
+    # third of its connections ended in a reset; background never does.
+    responder = start_responder(link, tls_dir)
+    path = str(tmp_path / 'chaff.pcap')
+    dump = netlab.Tcpdump(link.src, path, '-i', 's0', '-s', '0',
+                          'tcp portrange 61500-61503')
+    try:
+        schedule = schedules.load('constant', MIB / 2, lead=(0, 0),
+                                  tail=(60, 60), seed=7)
+        sender = sender_lib.ChaffSender(
+            [(link.DST_V4, CHAFF_PORTS)], schedule, max_rate=MIB,
+            budget=100 * MIB, tls_dir=tls_dir, switch_mean=0.3, seed=7,
+            socket_factory=in_src(link))
+        sender.start()
+        time.sleep(4.0)
+        sender.stop()
+        time.sleep(0.5)
+    finally:
+        dump.stop()
+        stop_responder(responder)
+    flags = collections.Counter()
+    first_bytes = set()
+    plaintext = 0
+    with open(path, 'rb') as capture_file:
+        for _, frame in dpkt.pcap.Reader(capture_file):
+            segment = dpkt.ethernet.Ethernet(frame).data.data
+            side = 'src' if segment.dport in CHAFF_PORTS else 'dst'
+            if segment.flags & dpkt.tcp.TH_RST:
+                flags['rst_' + side] += 1
+            if segment.flags & dpkt.tcp.TH_FIN:
+                flags['fin_' + side] += 1
+            if segment.flags & dpkt.tcp.TH_SYN:
+                flags['syn_' + side] += 1
+            if segment.data and segment.flags & dpkt.tcp.TH_SYN == 0:
+                first_bytes.add(bytes(segment.data[:1]))
+                plaintext += b'NSC1' in bytes(segment.data)
+    print('%d chaff connections: %s' % (sender.connections, dict(flags)))
+    assert sender.connections >= 5 and sender.errors == 0
+    assert flags['rst_src'] == flags['rst_dst'] == 0, flags
+    # Every connection the capture saw open ended in FINs (the streams
+    # open at the stop may close after the capture ends).
+    assert flags['syn_src'] >= sender.connections - 1
+    assert flags['fin_src'] >= flags['syn_src'] - sender.streams, flags
+    assert flags['fin_dst'] >= flags['syn_src'] - sender.streams, flags
+    assert plaintext == 0
+    # Handshake records (22) open each connection; the rest is records
+    # of application data (23) or the continuation of one.
+    assert b'\x16' in first_bytes

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from nova_stealth.backends import recording
+from nova_stealth.chaff import sender as sender_lib
 from nova_stealth import conf as stealth_conf
 from nova_stealth.engine import destination
 from nova_stealth.engine import source
@@ -103,3 +104,36 @@ def test_switchover_floor_follows_qemus_progress(kernel, tmp_path):
     held = [rate for at, rate in zip(trace['times'], trace['rates'])
             if at >= since]
     assert held and min(held) * source.MIB >= guaranteed * (1 - 1e-9)
+
+
+def test_chaff_goes_to_the_destination_and_the_listed_peers():
+    group = stealth_conf.load_group(
+        chaff_ports='61500-61501',
+        chaff_peers=['198.18.5.3', '198.18.5.2', '2001:db8::4'])
+    assert source.chaff_peers(group, '198.18.5.2') == [
+        ('198.18.5.2', [61500, 61501]), ('198.18.5.3', [61500, 61501]),
+        ('2001:db8::4', [61500, 61501])]
+    with pytest.raises(exception.InvalidOption, match='chaff_peers'):
+        stealth_conf.load_group(chaff_peers=['compute-3'])
+
+
+def test_no_credentials_no_chaff_and_an_error(tmp_path, caplog):
+    # Plaintext chaff would announce the migration: without readable
+    # credentials the migration goes on without chaff, loudly.
+    group = stealth_conf.load_group(
+        state_dir=str(tmp_path), backend='recording',
+        chaff_tls_x509_dir=str(tmp_path / 'none'),
+        chaff_lead_seconds=[0.1, 0.1])
+    backend = recording.RecordingBackend('unit-source')
+    try:
+        session = source.SourceSession(
+            group, 'm-1', '198.18.5.2', 61000, 64 << 20,
+            shaper=tc_lib.Shaper.from_conf(group, kernel=backend),
+            chaff_sender=sender_lib.ChaffSender, sleep=lambda s: None)
+        session.start()
+        assert session.chaff is None and session.modulator is not None
+        session.abort()
+    finally:
+        recording.RecordingBackend.forget_hosts()
+    assert 'WITHOUT chaff' in caplog.text
+    assert 'chaff_tls_x509_dir' in caplog.text

@@ -1,0 +1,97 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""TLS for chaff streams: mutual TLS 1.3 with the migration's credentials.
+
+Chaff is meant to look like a migration over QEMU's native TLS, so it uses
+the same x509 credentials in the same layout as QEMU's ``tls-creds-x509``
+directory (libvirt's ``default_tls_x509_cert_dir``, ``/etc/pki/qemu``):
+``ca-cert.pem``, ``server-cert.pem`` and ``server-key.pem`` for the
+responder, ``client-cert.pem`` and ``client-key.pem`` for the sender. Each
+end requires the other's certificate to be signed by the CA.
+
+The client's hello is shaped like that of GnuTLS's ``NORMAL`` priority
+(what QEMU uses unless told otherwise) as far as Python's ssl module lets
+it be: it offers TLS 1.3 and 1.2 with GnuTLS's TLS 1.2 AEAD suites and no
+server name, while both ends negotiate TLS 1.3 only.
+"""
+
+import os
+import ssl
+
+from nova_stealth import exception
+
+CA = 'ca-cert.pem'
+SERVER_CERT, SERVER_KEY = 'server-cert.pem', 'server-key.pem'
+CLIENT_CERT, CLIENT_KEY = 'client-cert.pem', 'client-key.pem'
+
+#: GnuTLS 3.7's NORMAL TLS 1.2 AEAD suites, in its order, in OpenSSL's
+#: names (TLS 1.3's suites are OpenSSL's defaults, which GnuTLS also
+#: offers). OpenSSL adds the renegotiation SCSV; GnuTLS also offers CBC
+#: and CCM suites that OpenSSL 3 cannot be made to send.
+GNUTLS_NORMAL_TLS12 = ':'.join([
+    'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305',
+    'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES256-GCM-SHA384',
+    'ECDHE-RSA-CHACHA20-POLY1305', 'ECDHE-RSA-AES128-GCM-SHA256',
+    'DHE-RSA-AES256-GCM-SHA384', 'DHE-RSA-CHACHA20-POLY1305',
+    'DHE-RSA-AES128-GCM-SHA256', 'AES256-GCM-SHA384', 'AES128-GCM-SHA256',
+])
+
+
+def _paths(directory, *names):
+    paths = [os.path.join(directory, name) for name in names]
+    for path in paths:
+        if not os.access(path, os.R_OK):
+            raise exception.InvalidOption(
+                option='chaff_tls_x509_dir', value=directory,
+                reason='cannot read %s (the directory holds QEMU\'s x509 '
+                       'credentials: %s)' % (path, ', '.join(names)))
+    return paths
+
+
+def _load(context, directory, cert, key):
+    cert_path, key_path, ca_path = _paths(directory, cert, key, CA)
+    try:
+        context.load_cert_chain(cert_path, key_path)
+        context.load_verify_locations(ca_path)
+    except (ssl.SSLError, ValueError) as e:
+        raise exception.InvalidOption(
+            option='chaff_tls_x509_dir', value=directory,
+            reason='cannot load its credentials: %s' % e) from e
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+def server_context(directory):
+    """The responder's context: TLS 1.3 only, client certificates required.
+
+    :raises nova_stealth.exception.InvalidOption: naming the directory
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return _load(context, directory, SERVER_CERT, SERVER_KEY)
+
+
+def client_context(directory):
+    """The sender's context: verifies the responder against the CA.
+
+    Hostnames are not checked (chaff peers are addressed by IP and any
+    holder of a certificate of the CA may answer chaff); the CA is.
+
+    :raises nova_stealth.exception.InvalidOption: naming the directory
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    # Offer 1.2 as GnuTLS does; the responder accepts only 1.3.
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(GNUTLS_NORMAL_TLS12)
+    return _load(context, directory, CLIENT_CERT, CLIENT_KEY)
