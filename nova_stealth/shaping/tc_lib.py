@@ -21,7 +21,7 @@ under that device's inter-process lock.
 import logging
 import os
 
-from nova_stealth.backends import pyroute2 as pyroute2_backend
+from nova_stealth import backends
 from nova_stealth import exception
 from nova_stealth.privileged import rtnl
 from nova_stealth.shaping import state
@@ -102,12 +102,14 @@ class Shaper(object):
         self.egress_device = egress_device
         self.chaff_port_blocks = [tuple(b) for b in chaff_port_blocks]
         self.chaff_rate = tree.mib_to_bytes(chaff_rate_mib)
-        self.kernel = kernel or pyroute2_backend.Pyroute2Backend()
+        # Injected; by default the real kernel, found as any backend is.
+        self.kernel = kernel or backends.load('pyroute2')
 
     @classmethod
     def from_conf(cls, group, kernel=None, state_dir=None, records_dir=None):
         """Build the shaper from the loaded [stealth] option group.
 
+        :param kernel: the backend (default: ``[stealth] backend``)
         :param state_dir: instead of ``[stealth] state_dir``
         :param records_dir: where device records are shared (default:
             the state directory)
@@ -118,7 +120,7 @@ class Shaper(object):
                    egress_device=group.egress_device,
                    chaff_port_blocks=tree.port_blocks(group.chaff_ports),
                    chaff_rate_mib=max(group.chaff_max_rate, 0.01),
-                   kernel=kernel)
+                   kernel=kernel or backends.load(group.backend))
 
     def device_for(self, peer):
         """Return the device whose egress carries traffic to ``peer``."""
