@@ -20,8 +20,10 @@ end requires the other's certificate to be signed by the CA.
 
 The client's hello is shaped like that of GnuTLS's ``NORMAL`` priority
 (what QEMU uses unless told otherwise) as far as Python's ssl module lets
-it be: it offers TLS 1.3 and 1.2 with GnuTLS's TLS 1.2 AEAD suites and no
-server name, while both ends negotiate TLS 1.3 only.
+it be: GnuTLS's cipher suites in its order and no server name, while both
+ends negotiate TLS 1.3 only. Python cannot set the groups, signature
+algorithms or extensions, which stay OpenSSL's
+(``benchmarks/client_hello.py`` prints both hellos field by field).
 """
 
 import os
@@ -33,16 +35,22 @@ CA = 'ca-cert.pem'
 SERVER_CERT, SERVER_KEY = 'server-cert.pem', 'server-key.pem'
 CLIENT_CERT, CLIENT_KEY = 'client-cert.pem', 'client-key.pem'
 
-#: GnuTLS 3.7's NORMAL TLS 1.2 AEAD suites, in its order, in OpenSSL's
-#: names (TLS 1.3's suites are OpenSSL's defaults, which GnuTLS also
-#: offers). OpenSSL adds the renegotiation SCSV; GnuTLS also offers CBC
-#: and CCM suites that OpenSSL 3 cannot be made to send.
+#: GnuTLS 3.7's NORMAL suites for TLS 1.2 and below, in its order, in
+#: OpenSSL's names. OpenSSL puts its TLS 1.3 suites first as GnuTLS does
+#: (all but TLS_AES_128_CCM_SHA256, which Python cannot add) and adds the
+#: renegotiation SCSV. Only TLS 1.3 is ever negotiated (the responder
+#: accepts nothing else), so the older suites are offered, never used.
 GNUTLS_NORMAL_TLS12 = ':'.join([
     'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305',
-    'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES256-GCM-SHA384',
-    'ECDHE-RSA-CHACHA20-POLY1305', 'ECDHE-RSA-AES128-GCM-SHA256',
-    'DHE-RSA-AES256-GCM-SHA384', 'DHE-RSA-CHACHA20-POLY1305',
-    'DHE-RSA-AES128-GCM-SHA256', 'AES256-GCM-SHA384', 'AES128-GCM-SHA256',
+    'ECDHE-ECDSA-AES256-CCM', 'ECDHE-ECDSA-AES256-SHA',
+    'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES128-CCM',
+    'ECDHE-ECDSA-AES128-SHA', 'ECDHE-RSA-AES256-GCM-SHA384',
+    'ECDHE-RSA-CHACHA20-POLY1305', 'ECDHE-RSA-AES256-SHA',
+    'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-SHA',
+    'AES256-GCM-SHA384', 'AES256-CCM', 'AES256-SHA', 'AES128-GCM-SHA256',
+    'AES128-CCM', 'AES128-SHA', 'DHE-RSA-AES256-GCM-SHA384',
+    'DHE-RSA-CHACHA20-POLY1305', 'DHE-RSA-AES256-CCM', 'DHE-RSA-AES256-SHA',
+    'DHE-RSA-AES128-GCM-SHA256', 'DHE-RSA-AES128-CCM', 'DHE-RSA-AES128-SHA',
 ])
 
 
