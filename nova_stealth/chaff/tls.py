@@ -20,14 +20,15 @@ end requires the other's certificate to be signed by the CA.
 
 The client's hello is shaped like that of GnuTLS's ``NORMAL`` priority
 (what QEMU uses unless told otherwise) as far as Python's ssl module lets
-it be: GnuTLS's cipher suites in its order and no server name, while both
-ends negotiate TLS 1.3 only. Python cannot set the groups, signature
-algorithms or extensions, which stay OpenSSL's
+it be: GnuTLS's versions and cipher suites in its order and no server
+name, while responders negotiate TLS 1.3 only. Python cannot set the
+groups, signature algorithms or extensions, which stay OpenSSL's
 (``benchmarks/client_hello.py`` prints both hellos field by field).
 """
 
 import os
 import ssl
+import warnings
 
 from nova_stealth import exception
 
@@ -99,7 +100,11 @@ def client_context(directory):
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
-    # Offer 1.2 as GnuTLS does; the responder accepts only 1.3.
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Offer 1.3 to 1.0 as GnuTLS does; responders accept only 1.3, and a
+    # server that offers less still needs a certificate of the CA.
+    with warnings.catch_warnings():
+        # Python deprecates offering TLS 1.0; it is offered, never used.
+        warnings.simplefilter('ignore', DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
     context.set_ciphers(GNUTLS_NORMAL_TLS12)
     return _load(context, directory, CLIENT_CERT, CLIENT_KEY)
