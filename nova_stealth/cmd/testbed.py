@@ -15,11 +15,15 @@
 VM natively at each speed and through the nova_stealth engine with each
 rate policy, captures at the router, and scores it all into results.json
 and report.md. Runs already in the output directory are kept (resume).
-``cleanup`` removes what a crashed run left.
+``lab`` runs many migration-like flows through the engine fast (see
+:mod:`nova_stealth.testbed.lab`) against a Markov or trace-driven
+background. ``cleanup`` removes what a crashed run or lab left.
 """
 
 import argparse
+import glob
 import json
+import math
 import os
 import signal
 import subprocess
@@ -30,7 +34,10 @@ import tqdm
 from nova_stealth.cmd import arguments
 from nova_stealth import plugins
 from nova_stealth.testbed import guest as guest_lib
+from nova_stealth.testbed import lab as lab_lib
+from nova_stealth.testbed import lab_report
 from nova_stealth.testbed import qemu
+from nova_stealth.testbed import replay
 from nova_stealth.testbed import report
 from nova_stealth.testbed import runner
 from nova_stealth.testbed import topology
@@ -41,6 +48,11 @@ GUESTS = ('ram', 'linux')
 MATCHED = 'matched'
 QUICK = {'modes': 'native,paper', 'loads': 'S', 'speeds': '4',
          'guest': 'ram', 'memory_mib': 48, 'runs': 3}
+LAB_QUICK = {'modes': 'native,paper', 'loads': 'S', 'flows': 3,
+             'speeds': '4', 'background': 'both', 'width': 3, 'per_run': 1,
+             'parallel': 2}
+#: Where the shared traces are, from a work tree.
+DEFAULT_TRACES = os.path.join('..', 'shared', 'traces')
 
 
 def parse_args(argv):
@@ -92,11 +104,46 @@ def parse_args(argv):
     run.add_argument('--quick', action='store_true',
                      help='a small experiment for CI: %s' % json.dumps(QUICK))
     run.add_argument('--no-plots', action='store_true')
+    lab = sub.add_parser('lab', help='many migration-like flows through '
+                         'the engine, fast')
+    lab.add_argument('--out', default='lab-results', metavar='DIR')
+    lab.add_argument('--modes', default='native,paper,constant',
+                     type=arguments.choices(modes),
+                     help='native and rate policy names')
+    lab.add_argument('--schedule', default='ramp', choices=schedules,
+                     help='chaff schedule of stealthed flows, or none')
+    lab.add_argument('--loads', default='S,M,H',
+                     type=arguments.choices(runner.LOADS))
+    lab.add_argument('--flows', type=arguments.integer(1), default=200,
+                     help='flows per mode, over all loads (default 200)')
+    lab.add_argument('--background', default='markov',
+                     choices=('markov', 'trace', 'both'))
+    lab.add_argument('--traces', nargs='+', metavar='PATH',
+                     help='captures (or directories of them) whose flows the '
+                          'trace background replays (default %s)'
+                          % DEFAULT_TRACES)
+    lab.add_argument('--speeds', default='4,8', type=arguments.numbers(0.01),
+                     help='native flows\' rates in MiB/s, in turn')
+    lab.add_argument('--width', type=arguments.integer(
+        1, topology.MAX_SOURCES + 1), default=4,
+        help='source hosts per site: flows at once')
+    lab.add_argument('--per-run', type=arguments.integer(1), default=2,
+                     help='flows per source host in one run (capture)')
+    lab.add_argument('--parallel', type=arguments.integer(1), default=3,
+                     help='sites (background, load) run at once')
+    lab.add_argument('--seed', type=arguments.integer(0), default=0)
+    lab.add_argument('--quick', action='store_true',
+                     help='a small lab for CI: %s' % json.dumps(LAB_QUICK))
+    lab.add_argument('--no-plots', action='store_true')
+    lab.add_argument('--score-only', action='store_true',
+                     help='run nothing: score the runs recorded in --out '
+                          '(e.g. of an interrupted lab)')
     clean = sub.add_parser('cleanup', help='remove a crashed run\'s leftovers')
     clean.add_argument('--out', default='testbed-results', metavar='DIR')
     args = parser.parse_args(argv)
-    if args.command == 'run' and args.quick:
-        for name, value in QUICK.items():
+    if args.command in ('run', 'lab') and args.quick:
+        for name, value in (QUICK if args.command == 'run'
+                            else LAB_QUICK).items():
             setattr(args, name, value)
     return args
 
@@ -219,6 +266,79 @@ def run(args):
     return results
 
 
+def trace_paths(given):
+    """Capture files of --traces (directories are searched for them)."""
+    paths = []
+    for path in given or [DEFAULT_TRACES]:
+        if os.path.isdir(path):
+            paths += sorted(p for p in glob.glob(
+                os.path.join(path, '**', '*'), recursive=True)
+                if p.endswith(('.pcap', '.pcapng', '.cap')))
+        elif os.path.isfile(path):
+            paths.append(path)
+        else:
+            raise SystemExit('--traces: %s: no such file or directory'
+                             % path)
+    if not paths:
+        raise SystemExit('--traces: no capture in %s' % ', '.join(
+            given or [DEFAULT_TRACES]))
+    return paths
+
+
+def lab(args):
+    modes, loads = _split(args.modes), _split(args.loads)
+    speeds = [float(speed) for speed in _split(args.speeds)]
+    backgrounds = (['markov', 'trace'] if args.background == 'both'
+                   else [args.background])
+    envelopes = None
+    if 'trace' in backgrounds:
+        envelopes = os.path.abspath(os.path.join(args.out, 'envelopes.npz'))
+        if not os.path.exists(envelopes):
+            try:
+                found = replay.extract(trace_paths(args.traces))
+            except ValueError as e:
+                raise SystemExit('--traces: %s' % e)
+            os.makedirs(args.out, exist_ok=True)
+            replay.save(envelopes, found)
+    os.makedirs(os.path.join(args.out, 'runs'), exist_ok=True)
+    per_site = {mode: int(math.ceil(args.flows / len(loads)))
+                for mode in modes}
+    plans = {(background, load): lab_lib.plan_site(
+        background, load, modes, per_site, args.width, args.per_run,
+        args.schedule, args.seed, speeds)
+        for background in backgrounds for load in loads}
+    loads_path = os.path.join(args.out, 'loads.json')
+    measured = {}
+    if os.path.exists(loads_path):
+        with open(loads_path) as found:
+            measured = json.load(found)
+    if not args.score_only:
+        progress = tqdm.tqdm(total=sum(len(runs) for runs in plans.values()),
+                             unit='run', file=sys.stderr)
+        try:
+            measured.update(lab_lib.run_sites(
+                args.out, plans, args.width, args.seed, envelopes,
+                args.parallel, lambda spec, record: progress.update()))
+        finally:
+            progress.close()
+            with open(loads_path, 'w') as out:
+                json.dump(measured, out)
+    records = []
+    for runs in plans.values():
+        for spec in runs:
+            path = os.path.join(args.out, 'runs', spec['name'] + '.json')
+            if os.path.exists(path) or not args.score_only:
+                with open(path) as found:
+                    records.append(json.load(found))
+    if not records:
+        raise SystemExit('no lab run recorded in %s' % args.out)
+    results = lab_report.write(args.out, records, measured, args.seed,
+                               with_plots=not args.no_plots)
+    print(lab_report.headline(results))
+    print('\nreport: %s' % os.path.join(args.out, 'report.md'))
+    return results
+
+
 def cleanup(args):
     ended, removed = 0, []
     if os.path.isdir(args.out):
@@ -241,6 +361,8 @@ def main(argv=None):
             return arguments.fail(PROG, e)
     if args.command == 'cleanup':
         cleanup(args)
+    elif args.command == 'lab':
+        lab(args)
     else:
         run(args)
 

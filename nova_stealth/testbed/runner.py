@@ -33,6 +33,7 @@ from nova_stealth.engine import source
 from nova_stealth.testbed import guest
 from nova_stealth.testbed import netns
 from nova_stealth.testbed import qemu
+from nova_stealth.testbed import replay
 from nova_stealth.testbed import topology
 from nova_stealth.testbed import traffic
 from nova_stealth.testbed import x509
@@ -45,6 +46,12 @@ CHAFF_PORTS = '61500-61503'
 #: to 50%, H about 80% of the bottleneck). Seen over 15 s: 2 users 23%,
 #: 9 25%, 12 32%, 28 73%, 32 78%; bulk downloads make it vary.
 LOADS = {'S': 2, 'M': 16, 'H': 32}
+#: Share of the bottleneck each direction's trace-driven users aim at
+#: (their number follows from the envelopes' mean rate).
+TRACE_LOADS = {'S': 0.15, 'M': 0.45, 'H': 0.8}
+#: Mean think time of a trace-driven user between two flows.
+TRACE_THINK_S = 2.0
+BACKGROUNDS = ('markov', 'trace')
 #: How long the traffic runs before the first migration; the load is
 #: measured over it.
 SETTLE_SECONDS = 15.0
@@ -144,17 +151,33 @@ class Site(object):
 
     :param workdir: this load level's directory
     :param load: ``S``, ``M`` or ``H``
+    :param sources: source hosts (the lab's flows run on several)
+    :param background: ``markov`` (the users of :mod:`traffic`) or
+        ``trace`` (:mod:`replay`'s users of ``envelopes``)
+    :param envelopes: the .npz file of :func:`replay.save`, for ``trace``
+    :param settle: seconds the traffic runs (and its load is measured)
+        before the first run
+    :param snaplen: bytes of each packet the captures keep
     :param qemu_binary: the QEMU the VMs run
     """
 
-    def __init__(self, workdir, load, seed, snaplen=SNAPLEN,
+    def __init__(self, workdir, load, seed, sources=1, background='markov',
+                 envelopes=None, settle=SETTLE_SECONDS, snaplen=SNAPLEN,
                  qemu_binary=qemu.QEMU):
+        if background not in BACKGROUNDS:
+            raise ValueError('background %r: use %s'
+                             % (background, ', '.join(BACKGROUNDS)))
+        if background == 'trace' and not envelopes:
+            raise ValueError('a trace background needs envelopes')
         self.workdir = workdir
         self.load = load
         self.seed = seed
         self.snaplen = snaplen
         self.qemu_binary = qemu_binary
-        self.topology = topology.Topology(workdir)
+        self.background = background
+        self.envelopes = envelopes
+        self.settle = settle
+        self.topology = topology.Topology(workdir, sources=sources)
         self.processes = []
         self.measured_load = None
         self.tls_dir = None
@@ -175,37 +198,66 @@ class Site(object):
     def __enter__(self):
         self.topology.create()
         try:
-            python = [sys.executable, '-m']
-            for host in ('bgl', 'bgr'):
-                self._start(host, python + [traffic.__name__, 'server',
-                                            '--address',
-                                            self.topology.address(host)],
-                            'traffic server on %s' % host)
             self.tls_dir = x509.make_credentials(
                 os.path.join(self.workdir, 'x509'),
                 x509.make_ca(os.path.join(self.workdir, 'x509-ca')))
-            self._start('dst', python + [
-                'nova_stealth.cmd.chaff_responder', '--address',
-                self.topology.address('dst'), '--ports', CHAFF_PORTS,
-                '--peer-network', '198.18.0.0/16', '--tls-dir',
+            self._start('dst', [
+                sys.executable, '-m', 'nova_stealth.cmd.chaff_responder',
+                '--address', self.topology.address('dst'), '--ports',
+                CHAFF_PORTS, '--peer-network', '198.18.0.0/16', '--tls-dir',
                 self.tls_dir], 'chaff responder')
-            users = LOADS[self.load]
-            for host, server in (('bgr', 'bgl'), ('bgl', 'bgr')):
-                self._start(host, python + [
-                    traffic.__name__, 'users', '--server',
-                    self.topology.address(server), '--count', str(users),
-                    '--seed', '%d' % self.seed], 'users on %s' % host)
+            if self.background == 'markov':
+                self._markov()
+            else:
+                self._trace()
             before = self.topology.wan_bytes()
-            time.sleep(SETTLE_SECONDS)
+            time.sleep(self.settle)
             after = self.topology.wan_bytes()
             self.measured_load = {
                 router: (after[router] - before[router]) * 8 / (
-                    SETTLE_SECONDS * topology.BOTTLENECK_MBIT * 1e6)
+                    self.settle * topology.BOTTLENECK_MBIT * 1e6)
                 for router in after}
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _markov(self):
+        python = [sys.executable, '-m', traffic.__name__]
+        for host in ('bgl', 'bgr'):
+            self._start(host, python + ['server', '--address',
+                                        self.topology.address(host)],
+                        'traffic server on %s' % host)
+        users = LOADS[self.load]
+        for host, server in (('bgr', 'bgl'), ('bgl', 'bgr')):
+            self._start(host, python + [
+                'users', '--server', self.topology.address(server),
+                '--count', str(users), '--seed', '%d' % self.seed],
+                'users on %s' % host)
+
+    def _trace(self):
+        python = [sys.executable, '-m', replay.__name__]
+        for host in ('bgl', 'bgr'):
+            self._start(host, python + ['server', '--address',
+                                        self.topology.address(host),
+                                        '--envelopes', self.envelopes],
+                        'replay server on %s' % host)
+        rate = replay.mean_rate(replay.load(self.envelopes), TRACE_THINK_S)
+        users = max(1, int(round(TRACE_LOADS[self.load] * (
+            topology.BOTTLENECK_MBIT * 1e6 / 8) / rate)))
+        for host, server in (('bgr', 'bgl'), ('bgl', 'bgr')):
+            self._start(host, python + [
+                'users', '--server', self.topology.address(server),
+                '--envelopes', self.envelopes, '--count', str(users),
+                '--seed', '%d' % self.seed, '--think-s',
+                str(TRACE_THINK_S)], 'replay users on %s' % host)
+
+    def background_kinds(self):
+        """{server port: kind} of this site's background flows."""
+        if self.background == 'markov':
+            return {port: kind for kind, port in traffic.PORTS.items()}
+        return {port: 'trace/' + origin for port, origin in replay.ports(
+            replay.load(self.envelopes)).items()}
 
     def __exit__(self, *exc):
         for process in reversed(self.processes):

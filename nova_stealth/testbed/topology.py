@@ -49,11 +49,40 @@ WAN = {'rl': ('198.18.100.1', '2001:db8:100::1'),
 SITE = {'rl': ('198.18.0.0/16', '2001:db8::/40'),
         'rr': ('198.19.0.0/16', '2001:db8:100::/40')}
 STATE_FILE = 'topology.json'
+#: Most extra source hosts (``src1``...) a lab site may have.
+MAX_SOURCES = 16
 
 
-def namespaces_of(run_id):
+def source_roles(count):
+    """The source hosts' roles: ``src``, then ``src1``, ``src2``..."""
+    if not 1 <= count <= MAX_SOURCES + 1:
+        raise ValueError('%d source hosts: from 1 to %d'
+                         % (count, MAX_SOURCES + 1))
+    return ['src'] + ['src%d' % i for i in range(1, count)]
+
+
+def host_of(role):
+    """A host's device, address, router and the router's side.
+
+    Extra source hosts ``srcN`` sit behind ``rl`` on 198.18.(10+N).0/24.
+    """
+    if role in HOSTS:
+        return HOSTS[role]
+    number = int(role[len('src'):])
+    net = 10 + number
+    return ('198.18.%d.2' % net, '2001:db8:%x::2' % net, 'rl',
+            '198.18.%d.1' % net, '2001:db8:%x::1' % net, 'h-src%d' % number)
+
+
+def _is_role(name):
+    return name in ROLES or (name.startswith('src') and
+                             name[len('src'):].isdigit())
+
+
+def namespaces_of(run_id, sources=1):
     """The namespace names of a run, by role."""
-    return {role: '%s%s-%s' % (PREFIX, run_id, role) for role in ROLES}
+    roles = list(ROLES) + source_roles(sources)[1:]
+    return {role: '%s%s-%s' % (PREFIX, run_id, role) for role in roles}
 
 
 def leftover_namespaces():
@@ -64,7 +93,7 @@ def leftover_namespaces():
         return []
     return sorted(name for name in names
                   if name.startswith(PREFIX) and
-                  name.rsplit('-', 1)[-1] in ROLES)
+                  _is_role(name.rsplit('-', 1)[-1]))
 
 
 class Topology(object):
@@ -72,16 +101,19 @@ class Topology(object):
 
     :param workdir: where the run records its namespaces, so that
         :func:`cleanup` finds them after a crash
+    :param sources: source hosts behind ``rl`` (the lab runs several
+        flows at once, one per source host)
     """
 
-    def __init__(self, workdir, run_id=None):
+    def __init__(self, workdir, run_id=None, sources=1):
         self.run_id = run_id or uuid.uuid4().hex[:6]
-        self.ns = namespaces_of(self.run_id)
+        self.sources = source_roles(sources)
+        self.ns = namespaces_of(self.run_id, sources)
         self.workdir = workdir
 
     def address(self, role):
         """IPv4 address of a host."""
-        return HOSTS[role][0]
+        return host_of(role)[0]
 
     def create(self):
         """Build hosts, links, routes and the bottleneck; undone on error."""
@@ -95,7 +127,7 @@ class Topology(object):
                 netns.run('ip', 'netns', 'exec', self.ns[router], 'sysctl',
                           '-qw', 'net.ipv4.ip_forward=1',
                           'net.ipv6.conf.all.forwarding=1')
-            for role in HOSTS:
+            for role in list(HOSTS) + self.sources[1:]:
                 self._host(role)
             self._wan()
         except BaseException:
@@ -114,7 +146,7 @@ class Topology(object):
             self._ip(ns, 'link', 'set', dev, 'up')
 
     def _host(self, role):
-        v4, v6, router, gw4, gw6, router_dev = HOSTS[role]
+        v4, v6, router, gw4, gw6, router_dev = host_of(role)
         host, gateway = self.ns[role], self.ns[router]
         self._veth(host, 'eth0', gateway, router_dev)
         self._ip(host, 'addr', 'add', v4 + '/24', 'dev', 'eth0')

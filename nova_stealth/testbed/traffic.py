@@ -146,12 +146,22 @@ class User(object):
 
 async def users(server, count, seed):
     """Run ``count`` users against ``server`` until SIGTERM."""
+    await run_users(lambda rng, totals: User(server, rng, totals).run(),
+                    count, seed)
+
+
+async def run_users(user, count, seed):
+    """Run ``count`` coroutines ``user(rng, totals)`` until SIGTERM.
+
+    Each has a random generator of its own; ``totals`` is shared. Prints a
+    JSON line when they run and one of ``totals`` when they are stopped.
+    """
     totals = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     tasks = [asyncio.ensure_future(
-        User(server, random.Random('%s-%d' % (seed, n)), totals).run())
+        user(random.Random('%s-%d' % (seed, n)), totals))
         for n in range(count)]
     print(json.dumps({'ready': True}), flush=True)
     await stop.wait()

@@ -1,0 +1,241 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Trace-driven background: real flows' rate envelopes replayed over TCP.
+
+:func:`extract` reads captures (any pcap or pcapng the reader takes) and
+keeps, for every TCP or UDP flow of at least :data:`MIN_PACKETS` packets
+in one direction, its *envelope*: the bytes on the wire per
+:data:`BIN_S` from its first packet, up to :data:`MAX_SECONDS`. That is
+all that is kept: packet sizes and timing within a bin, the flow's own
+RTT, losses and congestion control are the real path's and stay behind.
+
+A replay server (one port per origin: the directory a capture was in,
+``mlab-ndt``, ``requet-youtube``...) answers a request for envelope *i*
+by writing each bin's bytes at its bin's start over a real TCP
+connection through the testbed's bottleneck; users on the other host ask
+for envelopes at random with exponential think times. What the testbed
+changes: the path (RTT under a millisecond plus the bottleneck's queue of
+up to 30 ms, no loss but the queue's drops), TCP's own dynamics on it,
+and the bottleneck's 100 Mbit/s cap (a bin's bytes that cannot leave in
+time leave later, so a real flow faster than the cap is stretched).
+QUIC/UDP flows are replayed over TCP. Run as ``python -m
+nova_stealth.testbed.replay server|users`` inside a namespace.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import struct
+
+import numpy as np
+
+from nova_stealth.analysis import capture
+from nova_stealth.testbed import traffic
+
+BIN_S = 0.01
+MIN_PACKETS = 200
+MAX_SECONDS = 180.0
+#: The first origin's port; the others follow in sorted order.
+PORT_BASE = 18100
+REQUEST = struct.Struct('!Q')
+PAYLOAD = os.urandom(1 << 20)
+
+
+def _origin(path):
+    parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return parent or os.path.splitext(os.path.basename(path))[0]
+
+
+def _flows_of(path):
+    """(keys per packet, times, sizes) of a capture's TCP and UDP packets."""
+    columns = {name: [] for name in ('time_ns', 'wire_len', 'proto',
+                                     'src_hi', 'src_lo', 'dst_hi', 'dst_lo',
+                                     'sport', 'dport')}
+    for batch in capture.CaptureReader(path, tolerant=True):
+        keep = (batch.version != 0) & np.isin(batch.proto, (6, 17))
+        for name, values in columns.items():
+            values.append(getattr(batch, name)[keep])
+    if not columns['time_ns'] or not sum(map(len, columns['time_ns'])):
+        return None
+    merged = {name: np.concatenate(values)
+              for name, values in columns.items()}
+    keys = np.stack([merged[name].astype(np.uint64) for name in (
+        'proto', 'src_hi', 'src_lo', 'dst_hi', 'dst_lo', 'sport',
+        'dport')], axis=1)
+    return keys, merged['time_ns'].astype(np.int64), merged['wire_len']
+
+
+def extract(paths, bin_s=BIN_S, min_packets=MIN_PACKETS,
+            max_seconds=MAX_SECONDS):
+    """The envelopes of every long enough flow of the captures.
+
+    :returns: {'origins': [name], 'flows': [{'origin', 'capture', 'proto',
+        'bytes', 'seconds'}], 'bins': [np.ndarray of bytes per bin]}
+    """
+    flows, bins = [], []
+    for path in paths:
+        found = _flows_of(path)
+        if found is None:
+            continue
+        keys, times, sizes = found
+        unique, inverse, counts = np.unique(keys, axis=0, return_inverse=True,
+                                            return_counts=True)
+        inverse = inverse.reshape(-1)
+        for index in np.flatnonzero(counts >= min_packets):
+            mine = inverse == index
+            start = times[mine].min()
+            slot = ((times[mine] - start) / (bin_s * 1e9)).astype(np.int64)
+            inside = slot < int(max_seconds / bin_s)
+            envelope = np.bincount(slot[inside],
+                                   weights=sizes[mine][inside]).astype(
+                                       np.uint32)
+            flows.append({'origin': _origin(path),
+                          'capture': os.path.basename(path),
+                          'proto': 'tcp' if unique[index][0] == 6 else 'udp',
+                          'bytes': int(envelope.sum()),
+                          'seconds': len(envelope) * bin_s})
+            bins.append(envelope)
+    if not flows:
+        raise ValueError('no flow of at least %d packets in %s'
+                         % (min_packets, ', '.join(paths)))
+    return {'origins': sorted({flow['origin'] for flow in flows}),
+            'flows': flows, 'bins': bins, 'bin_s': bin_s}
+
+
+def save(path, envelopes):
+    """Write envelopes for the servers and users (one .npz file)."""
+    lengths = np.array([len(b) for b in envelopes['bins']], dtype=np.int64)
+    np.savez(path, bins=np.concatenate(envelopes['bins']), lengths=lengths,
+             meta=np.array(json.dumps({
+                 'origins': envelopes['origins'],
+                 'flows': envelopes['flows'],
+                 'bin_s': envelopes['bin_s']})))
+
+
+def load(path):
+    """Read what :func:`save` wrote."""
+    with np.load(path) as data:
+        meta = json.loads(str(data['meta']))
+        ends = np.cumsum(data['lengths'])
+        bins = np.split(data['bins'], ends[:-1])
+    return dict(meta, bins=bins)
+
+
+def ports(envelopes):
+    """{port: origin} of the replay servers."""
+    return {PORT_BASE + i: origin
+            for i, origin in enumerate(envelopes['origins'])}
+
+
+def mean_rate(envelopes, think_s):
+    """Bytes per second one user moves on average (the bins' own pace)."""
+    moved = sum(flow['bytes'] for flow in envelopes['flows'])
+    spent = sum(flow['seconds'] + think_s for flow in envelopes['flows'])
+    return moved / spent
+
+
+async def _replay(writer, bins, bin_s):
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    offset = 0
+    for slot in np.flatnonzero(bins):
+        delay = start + slot * bin_s - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        size = int(bins[slot])
+        while size > 0:
+            piece = min(size, len(PAYLOAD) - offset)
+            writer.write(PAYLOAD[offset:offset + piece])
+            offset = (offset + piece) % (len(PAYLOAD) - 1)
+            size -= piece
+        # Bytes the bottleneck holds back leave late: the cap stretches
+        # the envelope, nothing is dropped.
+        await writer.drain()
+
+
+async def serve(address, path):
+    """Replay envelopes to whoever asks, until cancelled."""
+    envelopes = load(path)
+
+    async def answer(reader, writer):
+        try:
+            index = REQUEST.unpack(await reader.readexactly(REQUEST.size))[0]
+            if index < len(envelopes['bins']):
+                await _replay(writer, envelopes['bins'][index],
+                              envelopes['bin_s'])
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    servers = [await asyncio.start_server(answer, address, port)
+               for port in ports(envelopes)]
+    print(json.dumps({'ready': True}), flush=True)
+    await asyncio.gather(*(server.serve_forever() for server in servers))
+
+
+async def _user(server, envelopes, rng, think_s, totals):
+    port_of = {origin: port for port, origin in ports(envelopes).items()}
+    await asyncio.sleep(rng.uniform(0, 3.0))
+    while True:
+        index = rng.randrange(len(envelopes['flows']))
+        flow = envelopes['flows'][index]
+        try:
+            reader, writer = await asyncio.open_connection(
+                server, port_of[flow['origin']])
+            try:
+                writer.write(REQUEST.pack(index))
+                left = flow['bytes']
+                while left > 0:
+                    got = await reader.read(min(left, 1 << 16))
+                    if not got:
+                        break
+                    left -= len(got)
+                totals[flow['origin']] = totals.get(flow['origin'], 0) + (
+                    flow['bytes'] - left)
+            finally:
+                writer.close()
+        except OSError:
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(rng.expovariate(1.0 / think_s))
+
+
+async def users(server, path, count, seed, think_s):
+    """Run ``count`` replaying users against ``server`` until SIGTERM."""
+    envelopes = load(path)
+    await traffic.run_users(lambda rng, totals: _user(
+        server, envelopes, rng, think_s, totals), count, seed)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='nova-stealth-testbed-replay')
+    sub = parser.add_subparsers(dest='role', required=True)
+    server = sub.add_parser('server')
+    server.add_argument('--address', required=True)
+    server.add_argument('--envelopes', required=True)
+    client = sub.add_parser('users')
+    client.add_argument('--server', required=True)
+    client.add_argument('--envelopes', required=True)
+    client.add_argument('--count', type=int, required=True)
+    client.add_argument('--seed', type=int, default=0)
+    client.add_argument('--think-s', type=float, default=2.0)
+    args = parser.parse_args(argv)
+    if args.role == 'server':
+        asyncio.run(serve(args.address, args.envelopes))
+    else:
+        asyncio.run(users(args.server, args.envelopes, args.count,
+                          args.seed, args.think_s))
+
+
+if __name__ == '__main__':
+    main()
