@@ -37,6 +37,7 @@ floor holds until :meth:`SourceSession.finish`.
 
 import functools
 import logging
+import os
 import socket
 import threading
 import time
@@ -60,12 +61,28 @@ DRAIN_TIMEOUT = 10.0
 #: How long after its start the migration's rate set stands for what it
 #: sends.
 SETTLE_SECONDS = 0.3
+#: Where the egress device's byte counter is read, to learn the link's load.
+SYSFS_NET = '/sys/class/net'
+#: Wire bytes per chaff payload byte (TCP/IP headers on full segments).
+CHAFF_WIRE_FACTOR = 1.04
 #: How long :meth:`SourceSession.switchover` waits for a tick at the floor.
 FLOOR_TIMEOUT = 1.0
 
 
 def _figure(value):
     return 'n/a' if value is None else '%.3g' % value
+
+
+def device_tx_bytes(ifname, sysfs=SYSFS_NET):
+    """Bytes the device ``ifname`` has sent; None where sysfs cannot say."""
+    if not ifname:
+        return None
+    try:
+        with open(os.path.join(sysfs, ifname, 'statistics',
+                               'tx_bytes')) as counter:
+            return int(counter.read())
+    except (OSError, ValueError):
+        return None
 
 
 def expected_rates(policy_name, policy_kwargs, seed=None, tick_s=0.01):
@@ -168,13 +185,20 @@ class SourceSession(object):
                 self.migration_id, self.peer, self.port,
                 self.policy_kwargs['start_rate'])
             start_rate = self.policy_kwargs['start_rate']
+            headroom = None
             if self.group.chaff_enabled:
                 self.chaff = self._chaff()
             if self.chaff:
+                before = (time.monotonic(),
+                          device_tx_bytes(self.session.get('ifname')))
                 self.chaff.start()
                 self.sleep(self.chaff.schedule.lead)
+                headroom = self._headroom(*before)
                 start_rate = self._clamp(self.chaff.handover_rate() / MIB)
             kwargs = dict(self.policy_kwargs, start_rate=start_rate)
+            kwargs.update(rate_policies.policy_class(
+                self.group.rate_policy).migration_kwargs(
+                    memory_bytes=self.memory_bytes, link_headroom=headroom))
             self.started_at = time.monotonic()
             self.modulator = self.shaper.start_modulator(
                 self.session, self.group.rate_policy, kwargs,
@@ -365,6 +389,22 @@ class SourceSession(object):
                 self.group.rate_policy, self.policy_kwargs, self.seed,
                 self.group.tick_interval_ms / 1000.0)
         return self._rates
+
+    def _headroom(self, since, sent_before):
+        """Bytes/s of the link the host left free over the chaff's lead.
+
+        The egress device's counter, less what the chaff sent, is the
+        host's other traffic now; None when the counter cannot be read
+        or the link's rate is not known.
+        """
+        sent_after = device_tx_bytes(self.session.get('ifname'))
+        link_rate = getattr(self.shaper, 'link_rate', None)
+        elapsed = time.monotonic() - since
+        if None in (sent_before, sent_after, link_rate) or elapsed <= 0:
+            return None
+        other = max(0.0, sent_after - sent_before -
+                    CHAFF_WIRE_FACTOR * self.chaff_bytes) / elapsed
+        return max(link_rate - other, 0.0)
 
     def _clamp(self, rate):
         return min(max(rate, self.policy_kwargs['min_rate']),

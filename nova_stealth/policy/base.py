@@ -55,13 +55,16 @@ class RatePolicy(metaclass=abc.ABCMeta):
         return cls(seed=seed, **cls.conf_kwargs(group))
 
     @classmethod
-    def migration_kwargs(cls, memory_bytes):
+    def migration_kwargs(cls, memory_bytes, link_headroom=None):
         """Constructor arguments that describe the migration itself.
 
         The engine adds them to :meth:`conf_kwargs` for each migration;
         none by default.
 
         :param memory_bytes: the guest's memory, in bytes
+        :param link_headroom: bytes/s of the egress link that the host's
+            other traffic left free just before the migration (None: not
+            known)
         """
         return {}
 

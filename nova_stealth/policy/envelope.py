@@ -109,7 +109,10 @@ class EnvelopeRatePolicy(base.RatePolicy):
     its amplitude scaled only to bring its mean within [``min_mean_rate``,
     ``max_rate``], and by no more than a factor ``max_scale`` either way.
     Envelopes of about the migration's expected bytes are preferred (a
-    Gaussian weight in log bytes). When a piece of the envelope runs out
+    Gaussian weight in log bytes); given the link's headroom now (bytes/s
+    the host's other traffic leaves free, which the engine measures on the
+    egress device over the chaff's lead), only envelopes whose mean fits
+    in it are drawn, if any do. When a piece of the envelope runs out
     the next is drawn the same way, among the envelopes whose mean (as
     played) is within ``LEVEL_SPREAD`` of the first's (so a migration
     keeps one level, as one flow does), and joined at a point whose rate
@@ -136,7 +139,7 @@ class EnvelopeRatePolicy(base.RatePolicy):
     def __init__(self, min_rate, max_rate, start_rate,
                  template_library=None, min_mean_rate=0.0, tick_s=0.01,
                  tick_jitter=0.5, max_scale=2.0, expected_bytes=None,
-                 seed=None):
+                 link_headroom=None, seed=None):
         super().__init__(min_rate, max_rate, start_rate, seed=seed)
         if not 0 <= tick_jitter < 1:
             raise ValueError('tick_jitter must lie in [0, 1)')
@@ -150,6 +153,7 @@ class EnvelopeRatePolicy(base.RatePolicy):
         self.tick_jitter = float(tick_jitter)
         self.max_scale = float(max_scale)
         self.expected_bytes = expected_bytes
+        self.link_headroom = link_headroom
         self.candidates = self.choices = self._choices()
         self.granted = 0.0
         self.elapsed = 0.0
@@ -168,9 +172,12 @@ class EnvelopeRatePolicy(base.RatePolicy):
         return kwargs
 
     @classmethod
-    def migration_kwargs(cls, memory_bytes):
-        """The migration's expected bytes steer the choice of envelope."""
-        return {'expected_bytes': int(memory_bytes)}
+    def migration_kwargs(cls, memory_bytes, link_headroom=None):
+        """The migration's bytes and the link's load steer the choice."""
+        kwargs = {'expected_bytes': int(memory_bytes)}
+        if link_headroom is not None:
+            kwargs['link_headroom'] = float(link_headroom)
+        return kwargs
 
     def _scale(self, mean):
         wanted = min(max(mean, self.min_mean_rate), self.max_rate)
@@ -198,6 +205,12 @@ class EnvelopeRatePolicy(base.RatePolicy):
             # Nothing fits the bounds: the nearest envelope, at the most
             # scale allowed; the floor makes up the rest.
             choices = [(nearest[1], nearest[2], 1.0)]
+        if self.link_headroom is not None:
+            # The link's load now: flows that fit in what the host's other
+            # traffic leaves, if any do (a loaded link's flows are slower).
+            fitting = [choice for choice in choices if
+                       choice[0].mean_rate * choice[1] <= self.link_headroom]
+            choices = fitting or choices
         result = []
         for envelope, scale, weight in choices:
             cumulative = [0.0] + envelope.bins.cumsum().tolist()

@@ -295,3 +295,30 @@ def test_audit_builds_a_library(tmp_path, capsys):
     assert audit_cmd.main(['--build-templates', str(empty), str(
         paths.traces() / 'ndpi' / 'android.pcap')]) == 2
     assert not empty.exists()
+
+
+def test_link_headroom_keeps_envelopes_that_fit(library_path):
+    def captures(headroom):
+        policy = envelope.EnvelopeRatePolicy(
+            1.0, 16.0, 4.0, template_library=library_path, seed=1,
+            link_headroom=headroom)
+        return sorted(choice[0].capture for choice in policy.candidates)
+
+    assert captures(None) == sorted(CAPTURES)
+    # 5 MiB/s free: the 10.6 MiB/s flow would not fit.
+    assert captures(5.0 * MIB) == [CAPTURES[0]]
+    # Nothing fits 0.5 MiB/s: every envelope stays a candidate.
+    assert captures(0.5 * MIB) == sorted(CAPTURES)
+    assert envelope.EnvelopeRatePolicy.migration_kwargs(
+        64 * MIB, link_headroom=5.0 * MIB) == {
+            'expected_bytes': 64 * MIB, 'link_headroom': 5.0 * MIB}
+
+
+def test_device_counter_read_from_sysfs(tmp_path):
+    counter = tmp_path / 'eth7' / 'statistics'
+    counter.mkdir(parents=True)
+    (counter / 'tx_bytes').write_text('123456\n')
+    assert source.device_tx_bytes('eth7', sysfs=str(tmp_path)) == 123456
+    assert source.device_tx_bytes('eth8', sysfs=str(tmp_path)) is None
+    assert source.device_tx_bytes(None) is None
+    assert source.device_tx_bytes('lo') >= 0
