@@ -97,8 +97,7 @@ def long_capture(path, flows, packets):
     write_capture(path, ids, stamps)
 
 
-def child(path, idle_timeout, with_tells):
-    from nova_stealth.analysis import capture
+def child(path, idle_timeout, with_tells, chunk_bytes):
     from nova_stealth.analysis import flows
 
     options = flows.FlowOptions()
@@ -109,16 +108,18 @@ def child(path, idle_timeout, with_tells):
         from nova_stealth.analysis import tells
         also.append(tells.TellTable(options))
     cpu = time.process_time()
-    found, readers = flows.read_flows([path], options, also=also)
+    found, readers = flows.read_flows([path], options, also=also,
+                                      chunk_bytes=chunk_bytes)
     print(json.dumps({
         'packets': readers[0].packets, 'qualifying_flows': len(found),
-        'chunks': -(-os.path.getsize(path) // capture.CHUNK_BYTES),
+        'chunks': -(-os.path.getsize(path) // chunk_bytes),
         'cpu_s': time.process_time() - cpu,
         'peak_rss_mib': peak_rss_mib()}))
 
 
-def measure(path, idle_timeout=None, with_tells=True):
-    command = [sys.executable, os.path.abspath(__file__), '--child', path]
+def measure(path, chunk_mib, idle_timeout=None, with_tells=True):
+    command = [sys.executable, os.path.abspath(__file__), '--child', path,
+               '--chunk-mib', str(chunk_mib)]
     if idle_timeout is not None:
         command += ['--idle-timeout', str(idle_timeout)]
     if not with_tells:
@@ -136,10 +137,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--flows', type=int, default=400000,
                         help='short flows of the largest capture')
-    parser.add_argument('--flows-per-second', type=int, default=2000)
-    parser.add_argument('--long-flows', type=int, default=20000)
-    parser.add_argument('--long-packets', type=int, default=4000000,
-                        help='packets of the largest long-flow capture')
+    parser.add_argument('--flows-per-second', type=int, default=500,
+                        help='new short flows a second (at 500, 400,000 '
+                             'flows span 800 s: several idle timeouts)')
+    parser.add_argument('--long-flows', type=int, default=2000)
+    parser.add_argument('--long-packets', type=int, default=3200000,
+                        help='packets of the largest long-flow capture; '
+                             'the smallest (a quarter) must give every '
+                             'flow its full state (64 packets)')
+    parser.add_argument('--chunk-mib', type=float, default=8.0,
+                        help="the reader's chunk (default 8 MiB, the "
+                             "audit's); smaller captures need smaller "
+                             'chunks for the sweeps between them to show')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     parser.add_argument('--idle-timeout', type=float,
                         help=argparse.SUPPRESS)
@@ -147,8 +156,12 @@ def main():
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.idle_timeout, not args.no_tells)
+        child(args.child, args.idle_timeout, not args.no_tells,
+              int(args.chunk_mib * 2 ** 20))
         return
+    if args.long_packets // 4 < 100 * args.long_flows:
+        parser.error('--long-packets must be at least 400 x --long-flows, '
+                     'so that chunks, not promotions, make the growth')
     kinds = ('short', 'short_no_eviction', 'short_flows_only', 'long')
     figures = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory() as work:
@@ -156,17 +169,17 @@ def main():
         for fraction in (4, 2, 1):
             flows = args.flows // fraction
             short_capture(path, flows, args.flows_per_second)
-            run = measure(path)
+            run = measure(path, args.chunk_mib)
             run['flows'] = flows
             figures['short'].append(run)
-            run = measure(path, idle_timeout=0)
+            run = measure(path, args.chunk_mib, idle_timeout=0)
             run['flows'] = flows
             figures['short_no_eviction'].append(run)
-            run = measure(path, with_tells=False)
+            run = measure(path, args.chunk_mib, with_tells=False)
             run['flows'] = flows
             figures['short_flows_only'].append(run)
             long_capture(path, args.long_flows, args.long_packets // fraction)
-            run = measure(path)
+            run = measure(path, args.chunk_mib)
             run['flows'] = args.long_flows
             figures['long'].append(run)
     for name in kinds[:3]:
