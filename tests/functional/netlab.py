@@ -218,3 +218,25 @@ class PacedSender(BulkSender):
             delay = deadline - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+
+
+def modulated_bulk(link, shaper, port, policy, kwargs, seed, seconds=3.0):
+    """A bulk flow to ``port`` through a class modulated by ``policy``.
+
+    :returns: (report while running, trace, report once stopped)
+    """
+    sink = Sink(link.dst, link.DST_V4, port)
+    session = shaper.install('mig-%d' % port, link.DST_V4, port,
+                             kwargs['start_rate'])
+    sender = BulkSender(link.src, link.DST_V4, port)
+    try:
+        time.sleep(0.5)
+        modulator_id = shaper.start_modulator(session, policy, kwargs,
+                                              tick_s=0.01, seed=seed)
+        time.sleep(seconds)
+        running = shaper.modulator_report(modulator_id)
+        trace = shaper.modulator_trace(modulator_id)
+        return running, trace, shaper.stop_modulator(modulator_id)
+    finally:
+        sender.close()
+        sink.close()

@@ -88,20 +88,8 @@ def test_device_is_taken_from_the_route_to_the_peer(link, shaper):
 
 
 def test_modulator_changes_show_within_two_ticks(link, shaper):
-    sink = netlab.Sink(link.dst, link.DST_V4, 61003)
-    session = shaper.install('mig-mod', link.DST_V4, 61003, 4.0)
-    sender = netlab.BulkSender(link.src, link.DST_V4, 61003)
-    try:
-        time.sleep(0.5)
-        modulator_id = shaper.start_modulator(session, 'paper', PAPER,
-                                              tick_s=0.01, seed=7)
-        time.sleep(3.0)
-        running = shaper.modulator_report(modulator_id)
-        trace = shaper.modulator_trace(modulator_id)
-        report = shaper.stop_modulator(modulator_id)
-    finally:
-        sender.close()
-        sink.close()
+    running, trace, report = netlab.modulated_bulk(link, shaper, 61003,
+                                                   'paper', PAPER, seed=7)
     assert running['running'] and running['error'] is None
     assert report['error'] is None and not report['running']
     assert report['policy'] == 'paper' and report['bytes_sent'] > 0

@@ -14,8 +14,6 @@
 Run as root: each test makes its own namespaces and removes them.
 """
 
-import time
-
 import numpy as np
 import pytest
 
@@ -28,19 +26,8 @@ ENVELOPE = {'min_rate': 1.0, 'max_rate': 16.0, 'start_rate': 4.0,
 
 
 def test_class_follows_envelope_ticks_off_the_grid(link, shaper):
-    sink = netlab.Sink(link.dst, link.DST_V4, 61005)
-    session = shaper.install('mig-envelope', link.DST_V4, 61005, 4.0)
-    sender = netlab.BulkSender(link.src, link.DST_V4, 61005)
-    try:
-        time.sleep(0.5)
-        modulator_id = shaper.start_modulator(session, 'envelope', ENVELOPE,
-                                              tick_s=0.01, seed=0)
-        time.sleep(3.0)
-        trace = shaper.modulator_trace(modulator_id)
-        report = shaper.stop_modulator(modulator_id)
-    finally:
-        sender.close()
-        sink.close()
+    _, trace, report = netlab.modulated_bulk(link, shaper, 61005,
+                                             'envelope', ENVELOPE, seed=0)
     assert report['error'] is None and report['policy'] == 'envelope'
     times = np.array(trace['times'])
     rates = np.array(trace['rates'])
