@@ -46,6 +46,22 @@ device ends. When false, a migration over such a device is refused. The
 kernel's own qdiscs (handle 0:, whatever net.core.default_qdisc makes them)
 are replaced freely and come back by themselves.
 """),
+    cfg.StrOpt(
+        'on_defence_failure',
+        default='abort',
+        choices=[
+            ('abort', 'abort the live migration through libvirt; the guest '
+                      'stays on its source'),
+            ('continue', 'remove the shaping and the chaff and let the '
+                         'migration go on, unhidden, with a warning'),
+        ],
+        help="""
+What to do when the defence of a running migration cannot hold: its rate
+modulator stopped (after a netlink error that retries did not overcome) or
+went away with the privsep daemon, so that the migration class would stay at
+one rate, the constant baseline an eavesdropper tells apart. Either way the
+compute log says so at ERROR level.
+"""),
 ]
 
 

@@ -65,6 +65,8 @@ SETTLE_SECONDS = 0.3
 SYSFS_NET = '/sys/class/net'
 #: Wire bytes per chaff payload byte (TCP/IP headers on full segments).
 CHAFF_WIRE_FACTOR = 1.04
+#: How often a running migration's modulator is asked whether it holds.
+WATCH_SECONDS = 1.0
 #: How long :meth:`SourceSession.switchover` waits for a tick at the floor.
 FLOOR_TIMEOUT = 1.0
 
@@ -144,11 +146,15 @@ class SourceSession(object):
         :class:`nova_stealth.chaff.sender.ChaffSender` (default: that
         class, with ``socket_factory``)
     :param seed: seed of the policy and the chaff (None: fresh entropy)
+    :param abort_migration: called, without arguments, to abort the
+        migration when its defence cannot hold and ``[stealth]
+        on_defence_failure`` is ``abort`` (the driver aborts the libvirt
+        job); None to go on unhidden
     """
 
     def __init__(self, group, migration_id, peer, port, memory_bytes,
                  shaper=None, socket_factory=socket.socket, seed=None,
-                 sleep=time.sleep, chaff_sender=None):
+                 sleep=time.sleep, chaff_sender=None, abort_migration=None):
         self.group = group
         self.migration_id = migration_id
         self.peer = peer
@@ -170,9 +176,12 @@ class SourceSession(object):
         self.started_at = None
         self.guaranteed = None
         self._rates = None
+        self.abort_migration = abort_migration
+        self.degraded = None
         self._lock = threading.Lock()
         self._tail = None
         self._closed = False
+        self._watching = threading.Event()
 
     def start(self):
         """Shape the port, start the chaff, wait its lead, modulate.
@@ -206,6 +215,10 @@ class SourceSession(object):
                 ramp_s=self.group.start_ramp_seconds)
             if self.chaff:
                 self.chaff.migration_started()
+            threading.Thread(target=self._watch, args=(self.modulator,),
+                             daemon=True,
+                             name='nova-stealth-watch-%s' % (
+                                 self.migration_id)).start()
             LOG.info('Migration %s to [%s]:%d shaped by %s from %.2f MiB/s',
                      self.migration_id, self.peer, self.port,
                      self.group.rate_policy, start_rate)
@@ -312,6 +325,7 @@ class SourceSession(object):
         with self._lock:
             if self._closed or self._tail is not None:
                 return
+            self._watching.set()
             if self.chaff:
                 self.chaff.migration_ended()
             self._wait_drained()
@@ -331,6 +345,7 @@ class SourceSession(object):
 
         :returns: True when every step succeeded
         """
+        self._watching.set()
         with self._lock:
             done = True
             if self.chaff:
@@ -338,6 +353,46 @@ class SourceSession(object):
             done &= self._step('stopping the modulator', self._stop_modulator)
             done &= self._step('removing the shaping', self._remove_shaping)
             return done
+
+    def _watch(self, modulator):
+        # The modulator runs in the privsep daemon: ask it, every second,
+        # whether it still runs, until the migration's data is done.
+        while not self._watching.wait(WATCH_SECONDS):
+            try:
+                report = self.shaper.modulator_report(modulator)
+            except Exception as e:
+                report = {'error': 'the privsep daemon did not answer: %s'
+                          % e}
+            if self._watching.is_set():
+                return
+            if report is None:
+                report = {'error': 'the modulator is gone (the privsep '
+                          'daemon restarted)'}
+            if report.get('error'):
+                self._defence_failed(report['error'])
+                return
+
+    def _defence_failed(self, error):
+        self.degraded = error
+        if self.group.on_defence_failure == 'abort' and self.abort_migration:
+            LOG.error('Migration %s can no longer be hidden (%s): aborting '
+                      'it ([stealth] on_defence_failure = abort)',
+                      self.migration_id, error)
+            try:
+                self.abort_migration()
+            except Exception:
+                LOG.exception('Migration %s: aborting it failed; removing '
+                              'its shaping', self.migration_id)
+            else:
+                return
+        else:
+            LOG.error('Migration %s can no longer be hidden (%s): it goes '
+                      'on unshaped and visible ([stealth] '
+                      'on_defence_failure = %s%s)', self.migration_id, error,
+                      self.group.on_defence_failure,
+                      '' if self.abort_migration else
+                      ', and nothing here can abort it')
+        self.abort()
 
     def _step(self, what, action):
         try:

@@ -209,6 +209,11 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
                         'in flight when nova-compute stopped, and could no '
                         'longer be hidden', uuid)
 
+    def _abort_job(self, instance):
+        # Libvirt's monitor of the migration then sees the job cancelled
+        # and Nova rolls it back, through our recover callback.
+        self._host.get_guest(instance)._domain.abortJob()
+
     def live_migration_abort(self, instance):
         if instance.uuid in self._aborted_at_start:
             # Nova's start-up aborts it too; the job is gone already.
@@ -361,7 +366,8 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
         try:
             self.stealth.start_outgoing(
                 instance.uuid, address, port,
-                instance.flavor.memory_mb * MIB)
+                instance.flavor.memory_mb * MIB,
+                abort_migration=lambda: self._abort_job(instance))
         except Exception:
             # Nothing has started: roll back, leaving the instance ACTIVE.
             LOG.exception('Could not shape the migration, so it is not '

@@ -172,12 +172,18 @@ class StealthNode(object):
 
     # Source side ---------------------------------------------------------
 
-    def start_outgoing(self, instance_uuid, address, port, memory_bytes):
-        """Shape and hide an instance's migration; return when it may go."""
+    def start_outgoing(self, instance_uuid, address, port, memory_bytes,
+                       abort_migration=None):
+        """Shape and hide an instance's migration; return when it may go.
+
+        :param abort_migration: aborts the migration if its defence cannot
+            hold (see ``[stealth] on_defence_failure``)
+        """
         session = source.SourceSession(
             self.group, instance_uuid, peer_address(address), port,
             memory_bytes, shaper=self.shaper,
-            chaff_sender=self.backend.chaff_sender)
+            chaff_sender=self.backend.chaff_sender,
+            abort_migration=abort_migration)
         with self._lock:
             self.outgoing[instance_uuid] = session
         try:

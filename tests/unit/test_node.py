@@ -237,3 +237,37 @@ def test_a_restart_finds_the_migrations_left_in_flight(node):
     assert again.recorded_outgoing() == ['vm-2', 'vm-old']
     assert sorted(again.sweep()[0]) == ['vm-2', 'vm-old']
     assert again.recorded_outgoing() == []
+
+
+@pytest.mark.parametrize('choice', ['abort', 'continue'])
+def test_a_defence_that_cannot_hold_follows_the_option(tmp_path, caplog,
+                                                       choice):
+    group = conf.load_group(state_dir=str(tmp_path), backend='recording',
+                            chaff_enabled=False, on_defence_failure=choice)
+    quiet = node_lib.StealthNode(group, 'degraded-host')
+    aborted = []
+    try:
+        quiet.start_outgoing('vm-1', '198.18.1.2', 61234, 1 << 30,
+                             abort_migration=lambda: aborted.append(True))
+        classid = tree.handle(tree.session_minor(0))
+        # The class goes behind the modulator's back: its next change
+        # fails with ENOENT, which no retry overcomes.
+        with quiet.backend.lock:
+            del quiet.backend.trees[2]['classes'][classid]
+        deadline = time.monotonic() + 10
+        session = quiet.outgoing['vm-1']
+        while session.degraded is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 'class is gone' in session.degraded
+        errors = [r.getMessage() for r in caplog.records
+                  if r.levelname == 'ERROR' and 'vm-1' in r.getMessage()]
+        assert any('can no longer be hidden' in e for e in errors), errors
+        if choice == 'abort':
+            assert aborted == [True]
+        else:
+            assert aborted == []
+            assert quiet.backend.installed() == {}
+        quiet.abort_outgoing('vm-1')
+        assert quiet.backend.installed() == {}
+    finally:
+        recording.RecordingBackend.forget_hosts()
