@@ -15,6 +15,13 @@ One context per capability set, as in os-vif. Each context runs in the
 network namespace its daemon was started in: nova-compute's own on a compute
 node; a test or the testbed starts it inside a namespace through the
 ``helper_command`` option of its section.
+
+What runs inside the daemon, and nothing else: the entrypoints of ``tc``
+(one kernel operation each), the daemon's own safety checks in ``guard``,
+and each migration's rate modulator (``modulator``: the tick loop of
+:mod:`nova_stealth.shaping.modulator` with the rate-policy plugin it
+builds, on a netlink socket of its own). The netlink codec ``rtnl`` is pure
+encoding, used on both sides.
 """
 
 from oslo_privsep import capabilities as caps
