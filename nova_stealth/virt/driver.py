@@ -29,7 +29,10 @@ else is the libvirt driver's own; on the live-migration path:
   a stealth host and one without it goes ahead unshaped with a warning, or
   is refused when ``[stealth] require_stealth`` is set;
 - tunnelled migrations (no data port to shape) are refused in the
-  pre-checks;
+  pre-checks; migrations over plain TCP (``[libvirt]
+  live_migration_with_native_tls`` false), whose plaintext stream header
+  shows an observer each migration, are warned of at start-up and refused
+  in the pre-checks under ``require_stealth``;
 - the switch-over: the source follows libvirt's job stats into the
   session, whose floor under the policy is in force before QEMU decides,
   and, where libvirt >= 11.1 and QEMU >= 8.2, adds the guaranteed rate
@@ -63,6 +66,12 @@ LOG = logging.getLogger(__name__)
 MIB = 1 << 20
 #: The key of the compute node stats that says a host runs nova_stealth.
 STATS_KEY = 'nova_stealth'
+#: Without native TLS QEMU's stream header, in plaintext, names every
+#: migration to an on-path observer whatever the shaping hides.
+PLAIN_TCP_WARNING = ('Live migrations from this host run over plain TCP '
+                     '([libvirt] live_migration_with_native_tls is false): '
+                     'their plaintext stream header shows an observer each '
+                     'migration, shaped or not')
 #: libvirt's typed migration parameter for QEMU's avail-switchover-bandwidth
 #: (VIR_MIGRATE_PARAM_BANDWIDTH_AVAIL_SWITCHOVER, MiB/s) and the first
 #: libvirt and QEMU that have it.
@@ -164,6 +173,11 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
 
     def init_host(self, host):
         super().init_host(host)
+        if CONF.stealth.enabled and (
+                not CONF.libvirt.live_migration_with_native_tls):
+            LOG.warning('%s: set it, and give the chaff the same '
+                        'credentials ([stealth] chaff_tls_x509_dir)',
+                        PLAIN_TCP_WARNING)
         if CONF.stealth.enabled:
             self.stealth = node_lib.StealthNode(CONF.stealth, host)
             self._abort_migrations_in_flight()
@@ -267,6 +281,11 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
                 reason='nova_stealth cannot shape a tunnelled live migration '
                        '([libvirt] live_migration_tunnelled): its data has '
                        'no port of its own')
+        if (self.stealth is not None and CONF.stealth.require_stealth and
+                not CONF.libvirt.live_migration_with_native_tls):
+            raise nova_exception.MigrationPreCheckError(
+                reason='%s; [stealth] require_stealth is set on this '
+                       'host' % PLAIN_TCP_WARNING)
         return super().check_can_live_migrate_source(
             context, instance, dest_check_data, block_device_info)
 

@@ -61,6 +61,8 @@ class StealthMigrationTestBase(libvirt_base.ServersTestBase,
         self.flags(group='stealth', state_dir=self.state_dir,
                    backend='recording', chaff_lead_seconds=[0.2, 0.3],
                    chaff_tail_seconds=[0.2, 0.3])
+        # As README asks of operators: migrations over QEMU's native TLS.
+        self.flags(group='libvirt', live_migration_with_native_tls=True)
         self.addCleanup(recording.RecordingBackend.forget_hosts)
         self.useFixture(fixtures.MonkeyPatch(
             'nova.tests.fixtures.libvirt.Domain.migrateToURI3',
@@ -315,6 +317,22 @@ class TestStealthedMigration(StealthMigrationTestBase):
         self.assertEqual(snapshot, self._backend('src').dump_tc(2))
         self.assertEqual([], self._backend('src').running_chaff())
         self.assertEqual({}, self._recorded_sessions('src'))
+
+    def test_plain_tcp_is_refused_when_stealth_is_required(self):
+        self.flags(group='libvirt', live_migration_with_native_tls=False)
+        self.flags(group='stealth', require_stealth=True)
+        self._refused_by_prechecks()
+        self.assertIn('live_migration_with_native_tls is false',
+                      self.stdlog.logger.output)
+        self.assertEqual([], self.calls)
+        self._wait_clean('src')
+        self._wait_clean('dest')
+
+    def test_plain_tcp_is_warned_of_at_start(self):
+        self.flags(group='libvirt', live_migration_with_native_tls=False)
+        self._start('other', 'stealth.StealthLibvirtDriver')
+        self.assertIn('Live migrations from this host run over plain TCP',
+                      self.stdlog.logger.output)
 
     def test_tunnelled_is_refused(self):
         self.flags(group='libvirt', live_migration_tunnelled=True)
