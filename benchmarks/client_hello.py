@@ -21,7 +21,7 @@ chaff sender makes it. Prints each field of both hellos, whether they are
 equal, and a JA4-style summary (version, cipher count, extension count,
 sorted cipher and extension lists) for each.
 
-    python benchmarks/client_hello.py [--priority NORMAL]
+    python benchmarks/client_hello.py [--priority NORMAL] [--qemu-hello F]
 """
 
 import argparse
@@ -153,6 +153,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--priority', default='NORMAL',
                         help="GnuTLS priority string (QEMU's default)")
+    parser.add_argument('--qemu-hello', metavar='FILE',
+                        help="compare with QEMU's own ClientHello record "
+                             '(tests/functional/test_qemu_tls.py keeps one '
+                             'from a migration over native TLS) instead '
+                             'of gnutls-cli\'s')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         creds = x509.make_credentials(os.path.join(work, 'host'),
@@ -172,7 +177,12 @@ def main():
             sock = socket.create_connection(('127.0.0.1', port))
             tls.client_context(creds).wrap_socket(sock, server_hostname=None)
 
-        hellos = {'gnutls': parse_hello(capture_hello(gnutls)),
+        if args.qemu_hello:
+            with open(args.qemu_hello, 'rb') as record:
+                reference = record.read()
+        else:
+            reference = capture_hello(gnutls)
+        hellos = {'gnutls': parse_hello(reference),
                   'chaff': parse_hello(capture_hello(chaff))}
     names = []
     for fields in hellos.values():

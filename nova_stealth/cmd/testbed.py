@@ -97,6 +97,10 @@ def parse_args(argv):
                           '(default %s; tools/unpack-qemu.sh unpacks '
                           'another release, e.g. QEMU 7.2 beside the '
                           'backports\' 10)' % qemu.QEMU)
+    run.add_argument('--native-tls', action='store_true',
+                     help='migrate over QEMU\'s native TLS (x509 '
+                          'credentials the testbed makes), as libvirt does '
+                          'with [libvirt] live_migration_with_native_tls')
     run.add_argument('--matched', action='store_true',
                      help='after each stealthed run, a native one at its '
                           'mean throughput, the baseline of its time ratio '
@@ -228,7 +232,8 @@ def run(args):
             os.makedirs(workdir, exist_ok=True)
             with runner.Site(workdir, load, args.seed,
                              snaplen=args.snaplen,
-                             qemu_binary=args.qemu) as site:
+                             qemu_binary=args.qemu,
+                             native_tls=args.native_tls) as site:
                 loads[load] = site.measured_load
                 with open(loads_path, 'w') as out:
                     json.dump(loads, out)

@@ -38,6 +38,8 @@ import time
 
 import numpy as np
 
+from nova_stealth.testbed import x509
+
 QEMU = os.environ.get('NOVA_STEALTH_QEMU') or 'qemu-system-x86_64'
 #: The first QEMU with ``avail-switchover-bandwidth``.
 SWITCHOVER_BANDWIDTH_SINCE = (8, 2)
@@ -136,11 +138,16 @@ class Vm(object):
     :param spawned: called with the process as soon as it exists, before
         its QMP socket is up (to record it for a crash's cleanup)
     :param binary: the QEMU to run (default: qemu-system-x86_64 on PATH)
+    :param tls_dir: x509 credentials in QEMU's layout
+        (:mod:`nova_stealth.testbed.x509`): the migration runs over TLS,
+        each end verifying the other, as libvirt's native TLS does
     """
 
     def __init__(self, ns, workdir, name, memory_mib, guest, image,
-                 incoming=False, kvm=None, spawned=None, binary=QEMU):
+                 incoming=False, kvm=None, spawned=None, binary=QEMU,
+                 tls_dir=None):
         self.name = name
+        self.tls = tls_dir is not None
         self.qmp_path = os.path.join(workdir, 'qmp-%s.sock' % name)
         self.log_path = os.path.join(workdir, 'qemu-%s.log' % name)
         self.console_path = os.path.join(workdir, 'console-%s.log' % name)
@@ -168,6 +175,10 @@ class Vm(object):
                      '-serial', 'file:%s' % self.console_path]
         if incoming:
             args += ['-incoming', 'defer']
+        if tls_dir is not None:
+            args += ['-object', 'tls-creds-x509,id=%s,dir=%s,endpoint=%s,'
+                     'verify-peer=on' % (TLS_CREDS, tls_dir,
+                                         'server' if incoming else 'client')]
         if os.path.exists(self.qmp_path):
             os.unlink(self.qmp_path)
         self.log = open(self.log_path, 'w')
@@ -195,6 +206,9 @@ class Vm(object):
 
     def listen(self, address, port):
         """Destination: accept the incoming migration on address:port."""
+        if self.tls:
+            self.qmp.execute('migrate-set-parameters', **{
+                'tls-creds': TLS_CREDS})
         self.qmp.execute('migrate-incoming',
                          uri='tcp:%s:%d' % (address, port))
 
@@ -210,6 +224,10 @@ class Vm(object):
         """
         parameters = {'max-bandwidth': int(max_bandwidth),
                       'downtime-limit': downtime_ms}
+        if self.tls:
+            # The certificates name the host, not its address.
+            parameters.update({'tls-creds': TLS_CREDS,
+                               'tls-hostname': x509.HOST_NAME})
         figures = {}
         if switchover is not None:
             figures = self._prepare_switchover(switchover, parameters)
@@ -353,6 +371,10 @@ class Switchover(object):
         self.progress = progress
         self.decided = decided
         self.share = share
+
+
+#: The id of the tls-creds-x509 object of a Vm that migrates over TLS.
+TLS_CREDS = 'tls0'
 
 
 def firmware_args(binary):

@@ -163,7 +163,7 @@ class Site(object):
 
     def __init__(self, workdir, load, seed, sources=1, background='markov',
                  envelopes=None, settle=SETTLE_SECONDS, snaplen=SNAPLEN,
-                 qemu_binary=qemu.QEMU):
+                 qemu_binary=qemu.QEMU, native_tls=False):
         if background not in BACKGROUNDS:
             raise ValueError('background %r: use %s'
                              % (background, ', '.join(BACKGROUNDS)))
@@ -180,7 +180,10 @@ class Site(object):
         self.topology = topology.Topology(workdir, sources=sources)
         self.processes = []
         self.measured_load = None
+        #: The chaff's credentials, made at __enter__; with native_tls
+        #: QEMU migrates over TLS with them too, as libvirt's native TLS.
         self.tls_dir = None
+        self.native_tls = native_tls
 
     def _start(self, ns, argv, what, ready=True):
         process = subprocess.Popen(
@@ -301,17 +304,18 @@ class Site(object):
             spawned=lambda p: _record_process(self.workdir, p, 'tcpdump'))
         vms, agent = [], None
         try:
+            migration_tls = self.tls_dir if self.native_tls else None
             target = qemu.Vm(
                 self.topology.ns['dst'], self.workdir, name + '-dst',
                 vm['memory_mib'], vm['guest'], vm['image'], incoming=True,
                 spawned=lambda p: _record_process(self.workdir, p, 'qemu'),
-                binary=self.qemu_binary)
+                binary=self.qemu_binary, tls_dir=migration_tls)
             vms.append(target)
             origin = qemu.Vm(
                 self.topology.ns['src'], self.workdir, name + '-src',
                 vm['memory_mib'], vm['guest'], vm['image'],
                 spawned=lambda p: _record_process(self.workdir, p, 'qemu'),
-                binary=self.qemu_binary)
+                binary=self.qemu_binary, tls_dir=migration_tls)
             vms.append(origin)
             if vm['guest'] == 'linux':
                 origin.wait_console(guest.READY, GUEST_BOOT_TIMEOUT)

@@ -23,6 +23,8 @@ import subprocess
 from nova_stealth.chaff import tls
 
 DAYS = '30'
+#: The common name of a host's certificates (QEMU's tls-hostname).
+HOST_NAME = 'compute'
 
 
 def _openssl(*args):
@@ -69,7 +71,7 @@ def issue(ca_dir, cert_path, key_path, name, usage):
     os.unlink(extensions)
 
 
-def make_credentials(directory, ca_dir, name='compute'):
+def make_credentials(directory, ca_dir, name=HOST_NAME):
     """QEMU's credential directory for one host, signed by ``ca_dir``.
 
     Returns ``directory``, which then holds the CA's certificate and the
