@@ -36,15 +36,16 @@ function configure_nova_stealth {
     iniset "$NOVA_CONF" stealth chaff_ports "$NOVA_STEALTH_CHAFF_PORTS"
     iniset "$NOVA_CONF" stealth chaff_peer_networks \
         "$NOVA_STEALTH_PEER_NETWORKS"
+    # Chaff is mutual TLS with QEMU's x509 credentials (README.rst, "TLS
+    # for chaff and migrations"): without them there is no chaff.
+    iniset "$NOVA_CONF" stealth chaff_tls_x509_dir "$NOVA_STEALTH_TLS_DIR"
 }
 
 function start_nova_stealth {
-    local peers="" network
-    for network in ${NOVA_STEALTH_PEER_NETWORKS//,/ }; do
-        peers+=" --peer-network $network"
-    done
+    # The responder reads the [stealth] options configure_nova_stealth
+    # wrote, as nova-compute does.
     run_process n-stealth "$(command -v nova-stealth-chaff-responder) \
---ports $NOVA_STEALTH_CHAFF_PORTS$peers"
+--config-file $NOVA_CONF"
 }
 
 function stop_nova_stealth {

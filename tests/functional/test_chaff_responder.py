@@ -17,6 +17,8 @@ The source namespace has 198.18.7.1 inside the responder's peer network
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -290,3 +292,42 @@ def test_flood_of_peers_that_never_read(lab, credentials):
     assert max(queued) < 48 * 2 ** 20, queued
     assert drained, 'the stalled streams were not dropped'
     assert max(rss) - before < 64 * 1024, (before, rss)
+
+
+def test_reads_its_options_from_nova_conf(lab, credentials, tmp_path):
+    # Issue 16: the responder took flags only, and [stealth]
+    # chaff_peer_networks was read by nothing.
+    nova_conf = tmp_path / 'nova.conf'
+    nova_conf.write_text(
+        '[DEFAULT]\ndebug = true\n\n[stealth]\n'
+        'chaff_ports = 61510-61511\nchaff_peer_networks = 198.18.7.0/28\n'
+        'chaff_responder_address = %s\nchaff_tls_x509_dir = %s\n'
+        'chaff_responder_max_per_peer = 1\n'
+        % (lab.DST_V4, credentials['host']))
+    responder = chaffnet.Responder(lab, None, '--config-file',
+                                   str(nova_conf))
+    try:
+        listening = netlab.run('ip', 'netns', 'exec', lab.dst, 'ss', '-ltn')
+        assert ':61510 ' in listening and ':61511 ' in listening
+        assert ':61500 ' not in listening
+        stream = chaffnet.Stream(lab, credentials['host'], 1 << 16, 61511)
+        second = chaffnet.connect(lab, lab.SRC_V4, 61510)
+        assert chaffnet.refused(second)
+        second.close()
+        stream.close()
+    finally:
+        stats = responder.stop()
+    assert stats['stats']['streams'] == 1
+    assert stats['stats']['refused_peer_limit'] == 1
+
+
+def test_bad_options_stop_it_naming_the_option(lab, tmp_path):
+    nova_conf = tmp_path / 'nova.conf'
+    nova_conf.write_text('[stealth]\nchaff_peer_networks = 198.18.7.0/28\n'
+                         'chaff_tls_x509_dir = %s\n' % (tmp_path / 'none'))
+    done = subprocess.run(
+        [sys.executable, '-m', 'nova_stealth.cmd.chaff_responder',
+         '--config-file', str(nova_conf)], capture_output=True, text=True,
+        timeout=60)
+    assert done.returncode == 2
+    assert 'chaff_tls_x509_dir' in done.stderr.strip().splitlines()[-1]

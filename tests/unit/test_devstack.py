@@ -146,6 +146,7 @@ def test_nova_compute_runs_the_driver_with_its_options(tmp_path):
     # devstack's default $HOST_IP/24 is the network of the compute nodes.
     assert group.chaff_peer_networks == ['198.18.0.0/24']
     assert group.chaff_ports == range(61500, 61504)
+    assert group.chaff_tls_x509_dir == '/etc/pki/qemu'
     # The operator's local.conf wins over the plugin, in both files.
     assert group.require_stealth is True
     assert group.rate_policy == 'constant'
@@ -155,9 +156,11 @@ def test_nova_compute_runs_the_driver_with_its_options(tmp_path):
 
 
 def test_extra_starts_the_responder(tmp_path):
+    # Issue 16: the responder took only flags, and [stealth]
+    # chaff_peer_networks was read by nothing; it reads nova.conf now.
     assert run_devstack(tmp_path, 'stack extra') == [
         'run_process n-stealth /usr/local/bin/nova-stealth-chaff-responder '
-        '--ports 61500-61503 --peer-network 198.18.0.10/24']
+        '--config-file %s' % (tmp_path / 'etc' / 'nova.conf')]
 
 
 def test_unstack_sweeps_after_nova_compute_stops(tmp_path):
