@@ -83,7 +83,9 @@ def device_tx_bytes(ifname, sysfs=SYSFS_NET):
         with open(os.path.join(sysfs, ifname, 'statistics',
                                'tx_bytes')) as counter:
             return int(counter.read())
-    except (OSError, ValueError):
+    except Exception:
+        # Not only OSError: Nova's functional harness, where the recording
+        # backend runs, forbids open() on /sys with a bare Exception.
         return None
 
 
