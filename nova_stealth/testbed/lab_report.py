@@ -25,6 +25,7 @@ import numpy as np
 
 from nova_stealth.analysis import battery as battery_lib
 from nova_stealth.analysis import battery_report
+from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.testbed import lab
 from nova_stealth.testbed import report as testbed_report
 from nova_stealth.testbed import scoring
@@ -135,9 +136,12 @@ def score(records, seed=0):
     pooled = [item for load in sorted(pooled_by_load)
               for item in pooled_by_load[load]]
     modes = sorted({item[3] for item in pooled if item[1] == 'migration'})
-    return {'modes': modes,
+    found = scoring.battery(pooled, seed)
+    # The scores per flow are for the plots, not results.json.
+    scores = found.pop('scores')
+    return {'modes': modes, 'scores': scores,
             'counts': counts(pooled_by_load),
-            'battery': scoring.battery(pooled, seed),
+            'battery': found,
             'pooled': scoring.attack(pooled, seed),
             'per_load': {load: scoring.attack(items, seed)
                          for load, items in sorted(pooled_by_load.items())},
@@ -261,14 +265,19 @@ def write(out_dir, records, loads, seed=0, with_plots=True):
     for background in sorted({run['background'] for run in records}):
         mine = [run for run in records if run['background'] == background]
         scored, pooled = score(mine, seed)
+        scores = scored.pop('scores')
         results['backgrounds'][background] = scored
         if with_plots:
             summary = scoring.summarise(mine, scored['pooled'],
                                         scored['battery'])
             sub = os.path.join(out_dir, background)
             os.makedirs(sub, exist_ok=True)
-            made += [os.path.join(background, name) for name in
-                     testbed_report.plots(sub, mine, pooled, summary)]
+            names = testbed_report.plots(sub, mine, pooled, summary)
+            names += battery_report.plots(
+                sub, [s.label for s in pooled], [s.mode for s in pooled],
+                [s.flow.window_cvs for s in pooled], scores,
+                flow_lib.WINDOWS)
+            made += [os.path.join(background, name) for name in names]
     with open(os.path.join(out_dir, 'results.json'), 'w') as out:
         json.dump(results, out, indent=1, sort_keys=True)
     with open(os.path.join(out_dir, 'report.md'), 'w') as out:
