@@ -47,7 +47,8 @@ def options(args):
     return stealth_conf.load_group(
         [args.config_file] if args.config_file else [],
         state_dir=args.state_dir, rate_policy=args.policy,
-        chaff_tls_x509_dir=args.tls_dir, **chaff)
+        chaff_tls_x509_dir=args.tls_dir, chaff_peers=args.chaff_peers,
+        **chaff)
 
 
 def main(argv=None):
@@ -60,6 +61,9 @@ def main(argv=None):
     parser.add_argument('--peer', required=True)
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--memory-bytes', type=int, required=True)
+    parser.add_argument('--chaff-peer', action='append', default=[],
+                        dest='chaff_peers', metavar='ADDRESS',
+                        help='another host chaff may go to (repeat)')
     parser.add_argument('--tls-dir', required=True,
                         help='x509 credentials of the chaff')
     parser.add_argument('--seed', type=int)

@@ -41,6 +41,8 @@ from nova_stealth.testbed import x509
 MIB = 1 << 20
 PROCESSES = 'processes.json'
 CHAFF_PORTS = '61500-61503'
+#: The hosts that run a chaff responder: the destination first.
+CHAFF_HOSTS = ('dst', 'bgr')
 #: Users per background host and direction for each load level: measured
 #: loads are reported, these only aim at them (the paper's S < 20%, M 40
 #: to 50%, H about 80% of the bottleneck). Seen over 15 s: 2 users 23%,
@@ -204,11 +206,15 @@ class Site(object):
             self.tls_dir = x509.make_credentials(
                 os.path.join(self.workdir, 'x509'),
                 x509.make_ca(os.path.join(self.workdir, 'x509-ca')))
-            self._start('dst', [
-                sys.executable, '-m', 'nova_stealth.cmd.chaff_responder',
-                '--address', self.topology.address('dst'), '--ports',
-                CHAFF_PORTS, '--peer-network', '198.18.0.0/16', '--tls-dir',
-                self.tls_dir], 'chaff responder')
+            # Every compute node runs a responder; chaff goes to the
+            # destination and to another host (bgr), not only to the
+            # migration's two ends.
+            for host in CHAFF_HOSTS:
+                self._start(host, [
+                    sys.executable, '-m', 'nova_stealth.cmd.chaff_responder',
+                    '--address', self.topology.address(host), '--ports',
+                    CHAFF_PORTS, '--peer-network', '198.18.0.0/16',
+                    '--tls-dir', self.tls_dir], 'chaff responder on ' + host)
             if self.background == 'markov':
                 self._markov()
             else:
@@ -335,6 +341,7 @@ class Site(object):
                     '--state-dir', state_dir, '--policy', policy,
                     '--schedule', schedule, '--peer', dst_addr,
                     '--port', str(port), '--tls-dir', self.tls_dir,
+                    '--chaff-peer', self.topology.address(CHAFF_HOSTS[1]),
                     '--memory-bytes',
                     str(vm['memory_mib'] * MIB), '--seed', str(seed)],
                     'the source session')
