@@ -178,7 +178,8 @@ class LabSite(object):
                     '--native-port', str(qemu.LIBVIRT_PORTS[0] + number),
                     '--state-dir', os.path.join(workdir, 'state-' + role),
                     '--lease-dir', os.path.join(workdir, 'state-dst'),
-                    '--tls-dir', site.tls_dir,
+                    '--tls-dir', site.tls_dir, '--chaff-peer',
+                    topo.address(runner.CHAFF_HOSTS[1]),
                     '--delay', '%.2f' % (number * stagger),
                     '--cap-mbit', str(topology.BOTTLENECK_MBIT)],
                     'lab agent on %s' % role))

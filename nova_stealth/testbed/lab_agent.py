@@ -225,6 +225,9 @@ def main(argv=None):
     parser.add_argument('--lease-dir', required=True)
     parser.add_argument('--tls-dir', required=True,
                         help='the chaff\'s TLS credentials')
+    parser.add_argument('--chaff-peer', action='append', default=[],
+                        dest='chaff_peers', metavar='ADDRESS',
+                        help='another host chaff may go to (repeat)')
     parser.add_argument('--delay', type=float, default=0.0)
     parser.add_argument('--cap-mbit', type=float, required=True,
                         help='the bottleneck\'s rate')
@@ -246,7 +249,7 @@ def main(argv=None):
             groups[key] = agent_lib.options(argparse.Namespace(
                 schedule=flow.get('schedule') or 'ramp', config_file=None,
                 state_dir=args.state_dir, policy=policy,
-                tls_dir=args.tls_dir))
+                tls_dir=args.tls_dir, chaff_peers=args.chaff_peers))
         print(json.dumps(run_flow(flow, args, groups.get(key), dst_group)),
               flush=True)
 
