@@ -202,9 +202,13 @@ def test_nothing_left_behind(quick):
 def test_ctrl_c_removes_everything(tmp_path):
     out = str(tmp_path / 'interrupted')
     workdir = os.path.join(out, 'load-markov-S')
+    # A job a shell started in the background inherits SIGINT ignored, and
+    # Python then leaves it ignored: the lab would run to its end. Give it
+    # the default disposition, as a terminal's Ctrl-C finds it.
     lab = subprocess.Popen(
         TESTBED + ['lab', '--quick', '--out', out, '--traces'] + TRACES,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     recorded = []
     try:
         deadline = time.monotonic() + 120
@@ -216,6 +220,7 @@ def test_ctrl_c_removes_everything(tmp_path):
         with open(os.path.join(workdir, topology.STATE_FILE)) as state:
             mine = set(json.load(state)['namespaces'].values())
         assert mine <= set(topology.leftover_namespaces())
+        assert lab.poll() is None, 'the lab ended before the interrupt'
         lab.send_signal(signal.SIGINT)
         lab.wait(90)
     finally:
