@@ -80,6 +80,10 @@ def audited(tmp_path_factory):
             client_context = ssl.create_default_context()
             client_context.check_hostname = False
             client_context.verify_mode = ssl.CERT_NONE
+            # Named suites: Debian's python3 lists PSK suites by default
+            # that OpenSSL leaves out of a hello without a PSK callback.
+            client_context.set_ciphers(
+                'ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM')
             client_context.set_alpn_protocols(['h2', 'http/1.1'])
             with netlab.in_netns(lab.src):
                 plain = socket.create_connection((lab.DST_V4, TLS_PORT))
