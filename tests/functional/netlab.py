@@ -17,6 +17,7 @@ Every name is unique per run and every address comes from 198.18.0.0/15 or
 
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -29,6 +30,8 @@ in_netns = netns.in_netns
 offloads_off = netns.offloads_off
 run = netns.run
 Tcpdump = netns.Tcpdump
+
+DIRECT_PACKETS = re.compile(r'direct_packets_stat \d+')
 
 
 def unique_name(prefix):
@@ -74,9 +77,16 @@ class Link(object):
         self.made = []
 
     def tc_show(self, ns=None, dev='s0'):
-        """Return ``tc qdisc/class/filter show`` of a device."""
+        """Return ``tc qdisc/class/filter show`` of a device.
+
+        HTB's ``direct_packets_stat`` is a counter, not configuration: a
+        router solicitation sent while no class matched bumps it, so it is
+        masked to let a tree be compared before and after a change.
+        """
         ns = ns or self.src
-        return {what: run('tc', '-n', ns, what, 'show', 'dev', dev)
+        return {what: DIRECT_PACKETS.sub(
+                    'direct_packets_stat -',
+                    run('tc', '-n', ns, what, 'show', 'dev', dev))
                 for what in ('qdisc', 'class', 'filter')}
 
 

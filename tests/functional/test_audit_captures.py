@@ -180,9 +180,11 @@ def test_paced_flows_look_like_migrations(recorded):
     # at 2000 packets of at most 0.032; bulk flows from 0.094 up.  A bulk
     # flow starved on a busy two-core CI machine once paused 35 times in
     # 15 s, so bulk flows are held only to a fraction of the paced rhythm.
+    # A sender descheduled mid-burst splits that burst in two (CI once saw
+    # 247 starts in 15 s); a broken burst gap would give thousands.
     for port in PACED:
         assert 0.9 * 10 * SECONDS <= len(flows[port].burst_starts) <= (
-            1.3 * 10 * SECONDS)
+            2.5 * 10 * SECONDS)
         assert flows[port].window_cvs[2000] < 0.06
     steadiest_paced = max(flows[p].window_cvs[2000] for p in PACED)
     fewest_paced_bursts = min(len(flows[p].burst_starts) for p in PACED)

@@ -252,13 +252,18 @@ def test_flood_of_peers_that_never_read(lab, credentials):
         # Every slot is taken now; the honest peer keeps trying.
         deadline = time.monotonic() + 15.0
         while stream is None and time.monotonic() < deadline:
+            # Served means data came: the stream's own reader says so.  A
+            # second reader on the same TLS socket would race it for
+            # records and can leave its reader dead (0 B/s, seen once).
             try:
                 stream = chaffnet.Stream(lab, credentials['host'], 1 << 20)
-                stream.sock.settimeout(1.0)
-                if not stream.sock.recv(1):
-                    raise ConnectionResetError
-            except (OSError, ConnectionResetError):
+            except OSError:
                 stream = None
+            if stream is not None and not chaffnet.wait_for(
+                    lambda: stream.samples, 1.0):
+                stream.close()
+                stream = None
+            if stream is None:
                 queued.append(chaffnet.send_queue_bytes(lab.dst))
                 rss.append(responder.rss_kib())
                 time.sleep(0.5)
