@@ -20,6 +20,8 @@ import argparse
 import math
 import sys
 
+from nova_stealth import version
+
 
 def integer(low, high=None):
     """An argparse type: an integer within [low, high]."""
@@ -94,3 +96,10 @@ def fail(prog, error):
     """Print ``prog: error`` on one line to stderr; return exit status 2."""
     print('%s: %s' % (prog, error), file=sys.stderr)
     return 2
+
+
+def add_version(parser):
+    """Give ``parser`` a ``--version`` that prints the version, exits 0."""
+    parser.add_argument('--version', action='version',
+                        version=version.version_string(),
+                        help="print nova_stealth's version and exit")

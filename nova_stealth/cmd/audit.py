@@ -39,6 +39,7 @@ def parse_args(argv):
         description='Run the stealth migration paper\'s attacks (pattern '
                     'matching and maximum entropy), its chi-square test and '
                     'CV tables over pcap/pcapng captures.')
+    arguments.add_version(parser)
     parser.add_argument('captures', nargs='+', metavar='CAPTURE')
     parser.add_argument('--out', metavar='DIR',
                         help='where report.md, report.json and plots go '

@@ -53,6 +53,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog=PROG,
         description='Serve chaff streams to the peers of this compute node.')
+    arguments.add_version(parser)
     parser.add_argument('--config-file', action='append', default=[],
                         dest='config_files', metavar='PATH',
                         help='nova.conf or another file with a [stealth] '

@@ -37,6 +37,7 @@ def parse_args(argv):
         prog=PROG,
         description='Remove the shaping and port leases every nova-compute '
                     'of this node left (run with nova-compute stopped).')
+    arguments.add_version(parser)
     parser.add_argument('--config-file', action='append', default=[],
                         dest='config_files', metavar='PATH',
                         help='nova.conf or nova-cpu.conf (repeat)')

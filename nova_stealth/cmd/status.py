@@ -27,6 +27,7 @@ from oslo_upgradecheck import upgradecheck
 
 from nova_stealth import conf as stealth_conf
 from nova_stealth import exception
+from nova_stealth import version
 
 Code = upgradecheck.Code
 Result = upgradecheck.Result
@@ -149,8 +150,13 @@ def main(argv=None):
     stealth_conf.register_opts(conf)
     conf.register_opts(NOVA_OPTS)
     conf.register_opts(NOVA_LIBVIRT_OPTS, group='libvirt')
-    return upgradecheck.main(conf, 'nova', Checks(conf),
-                             sys.argv[1:] if argv is None else argv)
+    # upgradecheck.main() with a --version: oslo.config adds it when
+    # given the version.
+    upgradecheck.register_cli_options(conf, Checks(conf))
+    conf(args=sys.argv[1:] if argv is None else argv, project='nova',
+         version=version.version_string())
+    upgradecheck.CONF = conf
+    return upgradecheck.run(conf)
 
 
 if __name__ == '__main__':

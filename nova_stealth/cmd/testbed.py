@@ -61,6 +61,7 @@ def parse_args(argv):
         description='Live-migrate a real QEMU VM between namespaced hosts '
                     'under background traffic, natively and stealthed, '
                     'capture it on-path and score it.')
+    arguments.add_version(parser)
     sub = parser.add_subparsers(dest='command', required=True)
     run = sub.add_parser('run', help='run the experiment')
     run.add_argument('--out', default='testbed-results', metavar='DIR')
