@@ -13,20 +13,27 @@
 
 Reads nova.conf as nova-compute does and checks, on this compute node,
 what nova_stealth needs before a migration: the [stealth] options, the
-[libvirt] options that would let QEMU's limiter or a tunnel defeat the
-shaping, the driver, the rootwrap filter and the chaff responder. Exit
-status as oslo.upgradecheck's: 0 all passed, 1 a warning, 2 a failure,
-255 a check could not run.
+[libvirt] options that would let QEMU's limiter, a tunnel or plain TCP
+defeat the shaping, the driver, the rootwrap filter, the privsep daemon
+(started as nova-compute starts it), the qdiscs of the migration device,
+the chaff responder and its credentials. Exit status as oslo.upgradecheck's:
+0 all passed, 1 a warning, 2 a failure, 255 a check could not run.
 """
 
 import os
+import shlex
 import sys
 
 from oslo_config import cfg
+from oslo_privsep import priv_context
 from oslo_upgradecheck import upgradecheck
 
+from nova_stealth.chaff import tls
 from nova_stealth import conf as stealth_conf
 from nova_stealth import exception
+from nova_stealth import privileged
+from nova_stealth.privileged import tc
+from nova_stealth.shaping import tc_lib
 from nova_stealth import version
 
 Code = upgradecheck.Code
@@ -38,9 +45,13 @@ TCP_LISTEN = '0A'
 
 #: The Nova options the checks read, registered on a configuration of our
 #: own (never Nova's global one), as Nova defines them.
-NOVA_OPTS = [cfg.StrOpt('compute_driver')]
-NOVA_LIBVIRT_OPTS = [cfg.IntOpt('live_migration_bandwidth', default=0),
-                     cfg.BoolOpt('live_migration_tunnelled', default=False)]
+NOVA_OPTS = [cfg.StrOpt('compute_driver'),
+             cfg.StrOpt('rootwrap_config', default='/etc/nova/rootwrap.conf')]
+NOVA_LIBVIRT_OPTS = [
+    cfg.IntOpt('live_migration_bandwidth', default=0),
+    cfg.BoolOpt('live_migration_tunnelled', default=False),
+    cfg.BoolOpt('live_migration_with_native_tls', default=False)]
+NOVA_WORKAROUNDS_OPTS = [cfg.BoolOpt('disable_rootwrap', default=False)]
 
 
 def listening_ports(paths=('/proc/net/tcp', '/proc/net/tcp6')):
@@ -74,6 +85,18 @@ class Checks(upgradecheck.UpgradeCommands):
 
     def __init__(self, conf):
         self.conf = conf
+        #: Why the privsep daemon did not start, once the check has run.
+        self._privsep_error = None
+
+    def check(self):
+        """Run the checks; stop the privsep daemon they started."""
+        parsed = _parse_global_conf(self.conf)
+        try:
+            return super().check()
+        finally:
+            privileged.net_admin.stop()
+            if parsed:
+                cfg.CONF.clear()
 
     def _check_options(self):
         try:
@@ -106,6 +129,15 @@ class Checks(upgradecheck.UpgradeCommands):
                           '[libvirt] live_migration_bandwidth is %d: it must '
                           'be 0 or at least %g (4 x [stealth] max_rate)' % (
                               libvirt.live_migration_bandwidth, needed))
+        if not libvirt.live_migration_with_native_tls:
+            plain = ('[libvirt] live_migration_with_native_tls is false: '
+                     'QEMU\'s plaintext stream header shows an observer '
+                     'each migration, shaped or not')
+            if self.conf.stealth.require_stealth:
+                return Result(Code.FAILURE, plain + '; with [stealth] '
+                              'require_stealth every migration from this '
+                              'host is refused')
+            return Result(Code.WARNING, plain)
         return Result(Code.SUCCESS)
 
     def _check_rootwrap_filter(self):
@@ -119,6 +151,99 @@ class Checks(upgradecheck.UpgradeCommands):
                       'cannot start the privsep daemon; copy it from '
                       'etc/nova/ of nova_stealth' % (
                           FILTERS, ', '.join(sorted(directories))))
+
+    def _check_privsep(self):
+        # As nova-compute starts it: through rootwrap (or sudo), with the
+        # same configuration files, unless helper_command says otherwise.
+        helper = (privileged.net_admin.conf.helper_command or
+                  '%s privsep-helper' % self._root_helper())
+        priv_context.init(root_helper=shlex.split(self._root_helper()))
+        try:
+            tc.kernel_id()
+        except Exception as e:
+            self._privsep_error = '%s: %s' % (type(e).__name__, e)
+            return Result(Code.FAILURE,
+                          'nova_stealth\'s privsep daemon did not start '
+                          '(%s), so nothing can be shaped; started as '
+                          'nova-compute would: %s' % (self._privsep_error,
+                                                      helper))
+        return Result(Code.SUCCESS)
+
+    def _root_helper(self):
+        # Nova's nova.utils.get_root_helper.
+        if self.conf.workarounds.disable_rootwrap:
+            return 'sudo'
+        return 'sudo nova-rootwrap %s' % self.conf.rootwrap_config
+
+    def _check_egress_qdisc(self):
+        """Would the shaper accept each migration device's qdiscs?"""
+        if self._privsep_error:
+            return Result(Code.WARNING, 'not checked: the privsep daemon '
+                                        'did not start (%s)' %
+                          self._privsep_error)
+        group = self.conf.stealth
+        try:
+            devices = self._migration_devices(group)
+        except Exception as e:
+            return Result(Code.WARNING, 'not checked: %s' % e)
+        if not devices:
+            return Result(Code.WARNING,
+                          'not checked: neither [stealth] egress_device nor '
+                          'chaff_peers says which device migrations leave by')
+        code, details = Code.SUCCESS, []
+        for ifname, why in sorted(devices.items()):
+            try:
+                snapshot = tc.dump_tc(tc.link_info(ifname)['index'])
+            except LookupError as e:
+                code = Code.FAILURE
+                details.append('%s (%s): %s' % (ifname, why, e))
+                continue
+            tuned = tc_lib.tuned_qdisc(snapshot)
+            if tc_lib.is_shaped(snapshot):
+                verdict = 'nova_stealth\'s tree is installed'
+            elif tuned and not group.allow_replace_root_qdisc:
+                code = Code.FAILURE
+                verdict = str(exception.ExistingRootQdisc(
+                    ifname=ifname, kind=tuned[0], handle=tuned[1]))
+            elif tuned:
+                verdict = ('qdisc %s %s is replaced during migrations and '
+                           'put back (allow_replace_root_qdisc)' % tuned)
+            else:
+                verdict = 'no qdisc an operator configured'
+            details.append('%s (%s): %s' % (ifname, why, verdict))
+        return Result(code, '; '.join(details))
+
+    @staticmethod
+    def _migration_devices(group):
+        """Device name to why it carries migrations, as the shaper finds it.
+
+        :raises Exception: when the route to a peer cannot be read
+        """
+        if group.egress_device:
+            return {group.egress_device: 'egress_device'}
+        devices = {}
+        for peer in group.chaff_peers:
+            try:
+                devices.setdefault(tc.route_device(peer),
+                                   'route to %s' % peer)
+            except Exception as e:
+                raise RuntimeError('no route to chaff peer %s: %s' % (
+                    peer, e)) from e
+        return devices
+
+    def _check_chaff_tls(self):
+        group = self.conf.stealth
+        if not group.chaff_enabled:
+            return Result(Code.SUCCESS)
+        try:
+            tls.server_context(group.chaff_tls_x509_dir)
+            tls.client_context(group.chaff_tls_x509_dir)
+        except exception.InvalidOption as e:
+            return Result(Code.FAILURE,
+                          '%s: no chaff is sent and the responder does not '
+                          'start (the check reads them as the user running '
+                          'it: run it as nova-compute\'s)' % e)
+        return Result(Code.SUCCESS)
 
     def _check_chaff_responder(self):
         group = self.conf.stealth
@@ -141,8 +266,31 @@ class Checks(upgradecheck.UpgradeCommands):
         ('Driver', _needs_valid_options(_check_driver)),
         ('[libvirt] options', _needs_valid_options(_check_libvirt)),
         ('Rootwrap filter', _check_rootwrap_filter),
+        ('Privsep daemon', _check_privsep),
+        ('Egress qdiscs', _needs_valid_options(_check_egress_qdisc)),
         ('Chaff responder', _needs_valid_options(_check_chaff_responder)),
+        ('Chaff TLS credentials', _needs_valid_options(_check_chaff_tls)),
     )
+
+
+def _parse_global_conf(conf):
+    """Load ``conf``'s files into cfg.CONF, unless it is parsed already.
+
+    oslo.privsep reads its options (``[nova_stealth_privileged]``) and the
+    files it hands the daemon from the global configuration, as in
+    nova-compute. Returns True if it parsed it (and so should clear it).
+    """
+    try:
+        cfg.CONF.config_file
+        return False
+    except cfg.NoSuchOptError:
+        pass
+    args = [arg for path in conf.config_file
+            for arg in ('--config-file', path)]
+    args += [arg for path in conf.config_dir or ()
+             for arg in ('--config-dir', path)]
+    cfg.CONF(args, project='nova', default_config_files=[])
+    return True
 
 
 def main(argv=None):
@@ -150,6 +298,7 @@ def main(argv=None):
     stealth_conf.register_opts(conf)
     conf.register_opts(NOVA_OPTS)
     conf.register_opts(NOVA_LIBVIRT_OPTS, group='libvirt')
+    conf.register_opts(NOVA_WORKAROUNDS_OPTS, group='workarounds')
     # upgradecheck.main() with a --version: oslo.config adds it when
     # given the version.
     upgradecheck.register_cli_options(conf, Checks(conf))

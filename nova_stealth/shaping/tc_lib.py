@@ -69,6 +69,28 @@ def _root_qdisc(snapshot):
     return 'noqueue', 0
 
 
+def is_shaped(snapshot):
+    """True if a device's tree (a :meth:`dump_tc`) has our root qdisc."""
+    return _root_qdisc(snapshot) == ('htb', tree.ROOT_HANDLE)
+
+
+def tuned_qdisc(snapshot):
+    """The first qdisc an operator tuned in a device's tree, or None.
+
+    What the shaper may replace only with ``allow_replace_root_qdisc``
+    (see :data:`UNTUNED_KINDS`), as ``(kind, handle)``: the handle in
+    tc's notation, with its parent when it is not the root.
+    """
+    for message in snapshot['qdiscs']:
+        _index, handle, parent = rtnl.message_handles(message)
+        kind = rtnl.message_kind(message)
+        if handle and kind not in UNTUNED_KINDS:
+            return kind, tree.handle_text(handle) + (
+                '' if parent == rtnl.TC_H_ROOT else
+                ' (parent %s)' % tree.handle_text(parent))
+    return None
+
+
 class Shaper(object):
     """The DHTB trees of this host's devices.
 
@@ -316,8 +338,7 @@ class Shaper(object):
         link = self.kernel.link_info(ifname)
         record = state.load(self.records_dir, ifname)
         snapshot = self.kernel.dump_tc(link['index'])
-        kind, handle = _root_qdisc(snapshot)
-        ours = (kind, handle) == ('htb', tree.ROOT_HANDLE)
+        ours = is_shaped(snapshot)
         if record and ours:
             return record
         if ours:
@@ -327,22 +348,16 @@ class Shaper(object):
                         'describes', ifname)
             self.kernel.delete_root(link['index'], tree.ROOT_HANDLE)
             snapshot = self.kernel.dump_tc(link['index'])
-            kind, handle = _root_qdisc(snapshot)
         if record:
             LOG.warning('The shaping tree recorded on %s is gone; '
                         'building it again', ifname)
         prior = None
         configured = [m for m in snapshot['qdiscs']
                       if rtnl.message_handles(m)[1]]
-        tuned = [m for m in configured
-                 if rtnl.message_kind(m) not in UNTUNED_KINDS]
+        tuned = tuned_qdisc(snapshot)
         if tuned and not self.allow_replace_root_qdisc:
-            _index, tuned_handle, parent = rtnl.message_handles(tuned[0])
             raise exception.ExistingRootQdisc(
-                ifname=ifname, kind=rtnl.message_kind(tuned[0]),
-                handle=tree.handle_text(tuned_handle) + (
-                    '' if parent == rtnl.TC_H_ROOT else
-                    ' (parent %s)' % tree.handle_text(parent)))
+                ifname=ifname, kind=tuned[0], handle=tuned[1])
         if configured:
             prior = _snapshot_to_record(snapshot)
         record = {'ifname': ifname, 'ifindex': link['index'],
@@ -360,8 +375,7 @@ class Shaper(object):
             link = self.kernel.link_info(ifname)
         except LookupError:
             return
-        kind, handle = _root_qdisc(self.kernel.dump_tc(link['index']))
-        if (kind, handle) == ('htb', tree.ROOT_HANDLE):
+        if is_shaped(self.kernel.dump_tc(link['index'])):
             LOG.error('Removing the shaping tree on %s, whose record was '
                       'unreadable: the root qdisc it replaced, if any, is '
                       'not restored', ifname)

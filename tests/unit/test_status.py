@@ -11,15 +11,25 @@
 # under the License.
 """nova-stealth-status upgrade check, on real files and a real listener."""
 
+import json
+import os
 import socket
 
 import pytest
 
 from nova_stealth.cmd import status
+from nova_stealth.testbed import x509
 
 GOOD = {'DEFAULT': {'compute_driver': 'stealth.StealthLibvirtDriver'},
-        'libvirt': {'live_migration_bandwidth': '0'},
-        'stealth': {'chaff_peer_networks': '198.18.0.0/24'}}
+        'libvirt': {'live_migration_bandwidth': '0',
+                    'live_migration_with_native_tls': 'true'},
+        'stealth': {'chaff_peer_networks': '198.18.0.0/24'},
+        # The daemon cannot start here (tests/functional starts it for
+        # real, in a namespace); the checks that need it say so.
+        'nova_stealth_privileged': {'helper_command': 'false'}}
+#: The checks that read only files and this process's sockets.
+LOCAL = ('[stealth] options', 'Driver', '[libvirt] options',
+         'Rootwrap filter', 'Chaff responder', 'Chaff TLS credentials')
 
 
 @pytest.fixture
@@ -31,77 +41,159 @@ def listener():
         yield sock.getsockname()[1]
 
 
+@pytest.fixture(scope='module')
+def credentials(tmp_path_factory):
+    """QEMU's credential directory for chaff, made with openssl."""
+    root = tmp_path_factory.mktemp('pki')
+    return x509.make_credentials(str(root / 'host'),
+                                 x509.make_ca(str(root / 'ca')))
+
+
 def check(tmp_path, capsys, sections, with_filter=True):
-    """Write nova.conf; return the exit status and the report."""
+    """Write nova.conf, run the checks; the exit status and each result.
+
+    :returns: (status, {check name: (code, details)})
+    """
     lines = []
     for section, options in sections.items():
         lines.append('[%s]' % section)
         lines += ['%s = %s' % item for item in options.items()]
     (tmp_path / 'nova.conf').write_text('\n'.join(lines) + '\n')
-    if with_filter:
+    if with_filter and not (tmp_path / 'rootwrap.d').exists():
         (tmp_path / 'rootwrap.d').mkdir()
         (tmp_path / 'rootwrap.d' / 'nova-stealth.filters').write_text(
             '[Filters]\n')
     code = status.main(['--config-file', str(tmp_path / 'nova.conf'),
-                        'upgrade', 'check'])
-    return code, capsys.readouterr().out
+                        'upgrade', 'check', '--json'])
+    report = json.loads(capsys.readouterr().out)
+    return code, {c['check']: (c['result'], c['details'])
+                  for c in report['checks']}
 
 
-def flat(out):
-    """The report's text without its table's borders and line breaks."""
-    return ' '.join(out.replace('|', ' ').split())
-
-
-def with_options(**stealth):
+def with_options(credentials, **stealth):
     sections = {name: dict(options) for name, options in GOOD.items()}
+    sections['stealth']['chaff_tls_x509_dir'] = credentials
     sections['stealth'].update(stealth)
     return sections
 
 
-def test_a_ready_node_passes(tmp_path, capsys, listener):
-    code, out = check(tmp_path, capsys,
-                      with_options(chaff_ports=str(listener)))
-    assert code == 0, out
-    assert out.count('Result: Success') == 5
+def test_a_ready_node_passes_the_local_checks(tmp_path, capsys, listener,
+                                              credentials):
+    code, results = check(tmp_path, capsys, with_options(
+        credentials, chaff_ports=str(listener)))
+    assert {name: results[name][0] for name in LOCAL} == dict.fromkeys(
+        LOCAL, 0), results
 
 
-def test_no_responder_is_a_warning(tmp_path, capsys, listener):
-    code, out = check(tmp_path, capsys,
-                      with_options(chaff_ports='%d-%d' % (listener,
-                                                          listener + 1)))
-    assert code == 1, out
-    assert 'nothing listens on chaff ports %d here' % (listener + 1) in out
+def test_a_daemon_that_cannot_start_fails_naming_why(tmp_path, capsys,
+                                                     listener, credentials):
+    code, results = check(tmp_path, capsys, with_options(
+        credentials, chaff_ports=str(listener), egress_device='s0'))
+    assert code == 2
+    result, details = results['Privsep daemon']
+    assert result == 2
+    assert 'did not start (FailedToDropPrivileges: privsep helper command ' \
+        'exited non-zero (1))' in details
+    assert details.endswith('as nova-compute would: false')
+    # The qdiscs could not be read: said, not guessed.
+    assert results['Egress qdiscs'] == (1, (
+        'not checked: the privsep daemon did not start (FailedToDropPrivi'
+        'leges: privsep helper command exited non-zero (1))'))
 
 
-def test_a_bad_option_fails_naming_it(tmp_path, capsys, listener):
-    code, out = check(tmp_path, capsys, with_options(
-        chaff_ports=str(listener), chaff_max_rate='nan'))
-    assert code == 2, out
-    assert '[stealth] chaff_max_rate' in flat(out)
+def test_the_daemon_starts_as_nova_computes_by_default(tmp_path, capsys,
+                                                       credentials):
+    # Without helper_command, oslo.privsep runs Nova's root helper.
+    sections = with_options(credentials)
+    del sections['nova_stealth_privileged']
+    sections['DEFAULT']['rootwrap_config'] = '/nonexistent/rootwrap.conf'
+    code, results = check(tmp_path, capsys, sections)
+    assert results['Privsep daemon'][1].endswith(
+        'as nova-compute would: sudo nova-rootwrap '
+        '/nonexistent/rootwrap.conf privsep-helper')
+    sections['workarounds'] = {'disable_rootwrap': 'true'}
+    code, results = check(tmp_path, capsys, sections)
+    assert results['Privsep daemon'][1].endswith(
+        'as nova-compute would: sudo privsep-helper')
 
 
-def test_a_bad_port_range_fails_the_checks_that_read_it(tmp_path, capsys):
-    code, out = check(tmp_path, capsys, with_options(chaff_ports='0-3'))
-    assert code == 2, out
-    text = flat(out)
-    assert 'Traceback' not in out
-    assert 'option [stealth] chaff_ports' in text
-    assert text.count('not checked: Value for option chaff_ports') == 1
+def test_no_responder_is_a_warning(tmp_path, capsys, listener, credentials):
+    code, results = check(tmp_path, capsys, with_options(
+        credentials, chaff_ports='%d-%d' % (listener, listener + 1)))
+    assert results['Chaff responder'] == (1, (
+        'nothing listens on chaff ports %d here: is '
+        'nova-stealth-chaff-responder running?' % (listener + 1)))
 
 
-def test_qemus_limiter_fails(tmp_path, capsys, listener):
-    sections = with_options(chaff_ports=str(listener))
+def test_unreadable_credentials_fail_naming_the_file(tmp_path, capsys,
+                                                     listener, credentials):
+    copy = tmp_path / 'pki'
+    copy.mkdir()
+    for name in os.listdir(credentials):
+        if name != 'client-key.pem':
+            (copy / name).write_bytes(
+                open(os.path.join(credentials, name), 'rb').read())
+    code, results = check(tmp_path, capsys, with_options(
+        str(copy), chaff_ports=str(listener)))
+    result, details = results['Chaff TLS credentials']
+    assert result == 2
+    assert 'cannot read %s/client-key.pem' % copy in details
+    # Without chaff they are not needed.
+    code, results = check(tmp_path, capsys, with_options(
+        str(copy), chaff_ports=str(listener), chaff_enabled='false'))
+    assert results['Chaff TLS credentials'] == (0, None)
+
+
+def test_a_bad_option_fails_naming_it(tmp_path, capsys, listener,
+                                      credentials):
+    code, results = check(tmp_path, capsys, with_options(
+        credentials, chaff_ports=str(listener), chaff_max_rate='nan'))
+    assert code == 2
+    assert results['[stealth] options'][0] == 2
+    assert '[stealth] chaff_max_rate' in results['[stealth] options'][1]
+
+
+def test_a_bad_port_range_fails_the_checks_that_read_it(tmp_path, capsys,
+                                                        credentials):
+    code, results = check(tmp_path, capsys, with_options(
+        credentials, chaff_ports='0-3'))
+    assert code == 2
+    assert 'option [stealth] chaff_ports' in results['[stealth] options'][1]
+    assert results['Chaff responder'][1].startswith(
+        'not checked: Value for option chaff_ports')
+
+
+def test_qemus_limiter_fails(tmp_path, capsys, listener, credentials):
+    sections = with_options(credentials, chaff_ports=str(listener))
     sections['libvirt']['live_migration_bandwidth'] = '10'
-    code, out = check(tmp_path, capsys, sections)
-    assert code == 2, out
-    assert 'live_migration_bandwidth is 10' in flat(out)
+    code, results = check(tmp_path, capsys, sections)
+    assert results['[libvirt] options'][0] == 2
+    assert 'live_migration_bandwidth is 10' in results['[libvirt] options'][1]
 
 
-def test_a_missing_filter_and_the_plain_driver(tmp_path, capsys, listener):
-    sections = with_options(chaff_ports=str(listener))
+def test_plain_tcp_is_a_warning_and_a_failure_when_required(
+        tmp_path, capsys, listener, credentials):
+    sections = with_options(credentials, chaff_ports=str(listener))
+    sections['libvirt']['live_migration_with_native_tls'] = 'false'
+    code, results = check(tmp_path, capsys, sections)
+    result, details = results['[libvirt] options']
+    assert result == 1
+    assert details.startswith('[libvirt] live_migration_with_native_tls '
+                              'is false')
+    sections['stealth']['require_stealth'] = 'true'
+    code, results = check(tmp_path, capsys, sections)
+    result, details = results['[libvirt] options']
+    assert result == 2
+    assert 'with [stealth] require_stealth every migration' in details
+
+
+def test_a_missing_filter_and_the_plain_driver(tmp_path, capsys, listener,
+                                               credentials):
+    sections = with_options(credentials, chaff_ports=str(listener))
     sections['DEFAULT']['compute_driver'] = 'libvirt.LibvirtDriver'
-    code, out = check(tmp_path, capsys, sections, with_filter=False)
-    assert code == 2, out
-    text = flat(out)
-    assert 'compute_driver is libvirt.LibvirtDriver' in text
-    assert 'no rootwrap.d/nova-stealth.filters' in text
+    code, results = check(tmp_path, capsys, sections, with_filter=False)
+    assert code == 2
+    assert 'compute_driver is libvirt.LibvirtDriver' in results['Driver'][1]
+    assert results['Rootwrap filter'][0] == 2
+    assert 'no rootwrap.d/nova-stealth.filters' in \
+        results['Rootwrap filter'][1]
