@@ -12,10 +12,10 @@
 """The two attacks, the chi-square test and the truth file."""
 
 import json
+import math
 
 import numpy as np
 import pytest
-from scipy import stats as scipy_stats
 from sklearn import base
 
 from nova_stealth.analysis import audit
@@ -127,19 +127,40 @@ def test_bad_saved_models():
 
 
 def test_chi_square_statistic_is_as_documented():
-    a = [flow(ipt={0: 50, 1: 30, 2: 20})]
-    b = [flow(ipt={0: 20, 1: 30, 2: 50})]
-    result = stats.chi_square(a, b)
-    expected = scipy_stats.chi2_contingency(
-        np.array([[50, 30, 20], [20, 30, 50]]), correction=False)
-    assert result['statistic'] == pytest.approx(expected[0])
-    assert result['p_value'] == pytest.approx(expected[1])
-    assert result['dof'] == 2
+    # Worked by hand, with top=2 so that one category is dropped.
+    # Shares per flow: a = 30/50, 10/50, 10/50 = (0.6, 0.2, 0.2);
+    # b1 = 1/4, 3/4 = (0.25, 0.75, 0); b2 = 550, 50, 400 of 1000 =
+    # (0.55, 0.05, 0.4); b's flows weigh the same: (0.4, 0.4, 0.2).
+    # Combined 1.0, 0.6, 0.4: categories 1 and 2 are kept, renormalised to
+    # 100: a = (75, 25), b = (50, 50). Rows 100, columns 125 and 75, total
+    # 200: expected 62.5 and 37.5 in each row, so the statistic is
+    # 2 * (12.5**2 / 62.5 + 12.5**2 / 37.5) = 40 / 3 with one degree of
+    # freedom, whose p-value is erfc(sqrt(x / 2)).
+    a = [flow(ipt={1: 30, 2: 10, 3: 10})]
+    b = [flow(ipt={1: 1, 2: 3}), flow(ipt={1: 550, 2: 50, 3: 400})]
+    result = stats.chi_square(a, b, top=2)
+    assert result['categories_us'] == [1, 2]
+    assert result['statistic'] == pytest.approx(40.0 / 3.0)
+    assert result['dof'] == 1
+    assert result['p_value'] == pytest.approx(
+        math.erfc(math.sqrt(20.0 / 3.0)))
     assert result['distinguishable']
+    assert result['flows'] == [1, 2]
     same = stats.chi_square(a, a)
     assert same['p_value'] == pytest.approx(1.0)
     assert not same['distinguishable']
     assert stats.chi_square([], a) is None
+
+
+def test_chi_square_counts_shares_not_packets():
+    # The same shapes, a thousand times the packets: the same statistic.
+    a = [flow(ipt={1: 30, 2: 10})]
+    b = [flow(ipt={1: 10, 2: 10})]
+    many = [flow(ipt={1: 30000, 2: 10000})]
+    # (75, 25) against (50, 50), as above.
+    assert stats.chi_square(a, b)['statistic'] == pytest.approx(40.0 / 3.0)
+    assert stats.chi_square(many, b)['statistic'] == pytest.approx(
+        40.0 / 3.0)
 
 
 def test_chi_square_keeps_the_ten_most_common_categories():
