@@ -23,6 +23,8 @@ from nova_stealth import conf as stealth_conf
 from nova_stealth.engine import destination
 from nova_stealth.engine import source
 from nova_stealth import exception
+from nova_stealth import policy as rate_policies
+from nova_stealth.policy import base as rate_policies_base
 from nova_stealth.ports import leases as leases_lib
 from nova_stealth.shaping import tc_lib
 
@@ -52,11 +54,77 @@ def test_destination_session_leases_and_releases(tmp_path):
     assert os.path.exists(leases.path)
 
 
-def test_expected_rates_follow_the_policy():
-    kwargs = {'min_rate': 2.0, 'max_rate': 2.0, 'start_rate': 2.0}
-    rates = source.expected_rates('constant', kwargs)
+class SteppedPolicy(rate_policies_base.RatePolicy):
+    """Rates 1, 2, 3, ... MiB/s, one a tick."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.count = 0
+
+    def next_rate(self):
+        self.count += 1
+        return float(self.count)
+
+
+class HoldingPolicy(rate_policies_base.RatePolicy):
+    """10 MiB/s for 30 ms, then 40 MiB/s for 10 ms, and again."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.count = 0
+
+    def next_rate(self):
+        self.count += 1
+        return 10.0 if self.count % 2 else 40.0
+
+    def hold_seconds(self):
+        return 0.03 if self.count % 2 else 0.01
+
+
+@pytest.fixture
+def test_policies(monkeypatch):
+    installed = rate_policies.policy_class
+    ours = {'stepped': SteppedPolicy, 'holding': HoldingPolicy}
+    monkeypatch.setattr(rate_policies, 'policy_class',
+                        lambda name: ours.get(name) or installed(name))
+
+
+KWARGS = {'min_rate': 1.0, 'max_rate': 1e6, 'start_rate': 1.0}
+
+
+@pytest.mark.parametrize('tick_s', [0.01, 0.02])
+def test_expected_rates_are_the_means_of_ten_ticks(test_policies, tick_s):
+    rates = source.expected_rates('stepped', KWARGS, tick_s=tick_s)
+    # Ticks 10k+1 ... 10k+10 make up the k-th bin: mean 10k + 5.5 MiB/s.
     assert len(rates) == source.LOOKAHEAD_TICKS // 10
-    assert rates == pytest.approx(2.0 * source.MIB)
+    assert rates == pytest.approx(
+        (10.0 * np.arange(len(rates)) + 5.5) * source.MIB)
+
+
+def test_expected_rates_weigh_each_rate_by_its_hold(test_policies):
+    rates = source.expected_rates('holding', KWARGS)
+    # By hand: [0, 100 ms) holds 10 MiB/s for 0-30, 40-70, 80-100 ms and
+    # 40 MiB/s for 30-40, 70-80 ms: (10 * 80 + 40 * 20) / 100 = 16.
+    # [100, 200 ms): 10 MiB/s for 100-110, 120-150, 160-190 ms and 40
+    # MiB/s for 110-120, 150-160, 190-200 ms: (700 + 1200) / 100 = 19.
+    # Then it repeats. Unweighted, every bin would be 25.
+    assert len(rates) == source.LOOKAHEAD_TICKS // 10
+    assert rates == pytest.approx(np.tile([16.0, 19.0], len(rates) // 2) *
+                                  source.MIB)
+
+
+def test_expected_rates_are_the_policy_run_with_its_seed_and_options():
+    kwargs = {'min_rate': 3.0, 'max_rate': 40.0, 'start_rate': 5.0}
+    policy = rate_policies.policy_class('paper')(seed=7, **kwargs)
+    ticks = np.array([policy.next_rate()
+                      for _ in range(source.LOOKAHEAD_TICKS)])
+    rates = source.expected_rates('paper', kwargs, seed=7)
+    assert rates == pytest.approx(ticks.reshape(-1, 10).mean(axis=1) *
+                                  source.MIB)
+    # A policy that moves: its rates span much of its range.
+    assert rates.min() < 10.0 * source.MIB < 20 * source.MIB < rates.max()
+    other = source.expected_rates('paper', kwargs, seed=8)
+    assert not np.allclose(other, rates)
 
 
 @pytest.fixture
