@@ -49,9 +49,42 @@ def test_imbalanced_classes_are_still_caught():
     assert int((np.asarray(background) >= threshold).sum()) == 10
 
 
+def flagged(background, threshold):
+    return int(scoring._verdicts(background, threshold).sum())
+
+
 def test_too_few_background_flows_keep_the_models_threshold():
-    assert scoring.operating_threshold([0.1] * 49) == 0.5
-    assert scoring.operating_threshold([0.1] * 49 + [0.2]) > 0.1
+    # 49 flows at 2%: less than one flow's worth of budget.
+    assert scoring.operating_threshold([0.1] * 48 + [0.2]) == 0.5
+
+
+def test_fifty_flows_measure_a_two_percent_budget():
+    # 50 * 2% is exactly one flow: the highest is flagged, no other.
+    background = [0.1] * 49 + [0.2]
+    threshold = scoring.operating_threshold(background)
+    assert 0.1 < threshold <= 0.2
+    assert flagged(background, threshold) == 1
+
+
+def test_the_budget_rounds_down_to_whole_flows():
+    # 149 * 2% = 2.98 flows: two may be flagged, not three.
+    background = [0.1] * 146 + [0.5, 0.6, 0.7]
+    threshold = scoring.operating_threshold(background)
+    assert 0.5 < threshold <= 0.6
+    assert flagged(background, threshold) == 2
+
+
+def test_flows_tied_above_the_budget_are_none_flagged():
+    # Two of 100 may be flagged; three share the highest score.
+    background = [0.1] * 97 + [0.7] * 3
+    threshold = scoring.operating_threshold(background)
+    assert threshold > 0.7
+    assert flagged(background, threshold) == 0
+
+
+def test_a_score_at_the_threshold_is_flagged():
+    verdicts = scoring._verdicts([0.5, np.nextafter(0.5, 0.0), np.nan], 0.5)
+    assert verdicts.tolist() == [True, False, False]
 
 
 def _run(name, mode, seconds, downtime, matched_for=None):
