@@ -51,29 +51,46 @@ def test_envelope_varies_like_tcp():
 
 
 def test_ramp_before_during_after():
-    schedule = ramp()
+    # Lead and fade are two draws from the lead's range, here apart, so
+    # that one cannot stand in for the other.
+    schedule = schedules.load('ramp', LEVEL, lead=(1, 3), tail=(4, 4),
+                              seed=2)
+    lead, fade = schedule.lead, schedule.fade
+    assert 1 <= lead <= 3 and 1 <= fade <= 3 and abs(lead - fade) > 0.5
     assert schedule.rate(0.0, 0.0) == 0.0
     schedule.prepare(0.0)
     assert schedule.rate(0.0, 0.0) == 0.0
-    rising = [schedule.rate(t / 10.0, 0.0) / schedule.factor(t / 10.0)
-              for t in range(0, 21)]
-    assert rising == sorted(rising)
-    assert rising[-1] == pytest.approx(LEVEL)
+
+    def rising(now):
+        return schedule.rate(now, 0.0) / schedule.factor(now)
+
+    # Up along the raised cosine over the lead, then at the level.
+    ramp_up = [rising(lead * k / 20.0) for k in range(21)]
+    assert ramp_up == sorted(ramp_up)
+    assert rising(lead / 4.0) == pytest.approx(
+        LEVEL * schedules.smooth_ramp(0.25))
+    assert rising(lead / 2.0) == pytest.approx(LEVEL / 2.0)
+    assert rising(lead) == pytest.approx(LEVEL)
+    assert rising(2.0) == pytest.approx(LEVEL)
     # The migration starts where the chaff was, less the keep-alive.
     assert schedule.handover_rate(2.0) == pytest.approx(
         schedule.rate(2.0, 0.0) - schedules.KEEP_ALIVE * LEVEL)
     schedule.migration_started(2.0)
+    above_keep_alive = 0
     for tick in range(21, 60):
         now = tick / 10.0
-        migration = 6.0 if tick % 2 else 1.0
+        migration = 3.0 if tick % 2 else 0.5
         chaff = schedule.rate(now, migration)
-        # The target fades out over a time drawn like the lead (2 s).
-        fading = schedules.smooth_ramp(1.0 - (now - 2.0) / 2.0)
+        # The target fades out over the fade, not the lead.
+        fading = schedules.smooth_ramp(1.0 - (now - 2.0) / fade)
         assert chaff == pytest.approx(max(
             schedules.KEEP_ALIVE * LEVEL,
             LEVEL * schedule.factor(now) * fading - migration))
-        if now >= 4.0:
+        above_keep_alive += chaff > schedules.KEEP_ALIVE * LEVEL * 1.01
+        if now >= 2.0 + fade:
             assert chaff == pytest.approx(schedules.KEEP_ALIVE * LEVEL)
+    # Enough ticks where the fade shows, between 2 s and 2 s + fade.
+    assert above_keep_alive >= 5
     # Ended, but its class still drains: the chaff keeps filling in.
     schedule.migration_ended(6.0)
     assert schedule.rate(6.1, 5.0) == pytest.approx(
