@@ -21,6 +21,7 @@ background. ``cleanup`` removes what a crashed run or lab left.
 """
 
 import argparse
+import collections
 import glob
 import json
 import math
@@ -134,8 +135,12 @@ def parse_args(argv):
         help='source hosts per site: flows at once')
     lab.add_argument('--per-run', type=arguments.integer(1), default=2,
                      help='flows per source host in one run (capture)')
+    lab.add_argument('--replicas', type=arguments.argument_type(replicas),
+                     default='1', metavar='N|LOAD=N,...',
+                     help='sites per (background, load), each on its own '
+                          'bottleneck: one number, or per load (S=4,M=2)')
     lab.add_argument('--parallel', type=arguments.integer(1), default=3,
-                     help='sites (background, load) run at once')
+                     help='sites run at once')
     lab.add_argument('--seed', type=arguments.integer(0), default=0)
     lab.add_argument('--quick', action='store_true',
                      help='a small lab for CI: %s' % json.dumps(LAB_QUICK))
@@ -151,6 +156,33 @@ def parse_args(argv):
                             else LAB_QUICK).items():
             setattr(args, name, value)
     return args
+
+
+def replicas(text):
+    """``--replicas``: {load: sites}, from ``N`` or ``S=4,M=2,H=1``.
+
+    Loads not named get one site.
+    """
+    if '=' not in text:
+        return collections.defaultdict(lambda: _replica_count(text))
+    found = collections.defaultdict(lambda: 1)
+    for item in _split(text):
+        load, _, count = item.partition('=')
+        if load.strip() not in runner.LOADS:
+            raise ValueError('%r: no load %r (choose from %s)' % (
+                text, load.strip(), ', '.join(sorted(runner.LOADS))))
+        found[load.strip()] = _replica_count(count)
+    return found
+
+
+def _replica_count(text):
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError('%r is not an integer' % text)
+    if count < 1:
+        raise ValueError('%d: at least one site' % count)
+    return count
 
 
 def _split(text):
@@ -309,10 +341,16 @@ def lab(args):
     os.makedirs(os.path.join(args.out, 'runs'), exist_ok=True)
     per_site = {mode: int(math.ceil(args.flows / len(loads)))
                 for mode in modes}
-    plans = {(background, load): lab_lib.plan_site(
-        background, load, modes, per_site, args.width, args.per_run,
-        args.schedule, args.seed, speeds)
-        for background in backgrounds for load in loads}
+    plans = {}
+    for background in backgrounds:
+        for load in loads:
+            count = args.replicas[load]
+            for replica in range(count):
+                site = (background, load) + ((replica,) if replica else ())
+                plans[site] = lab_lib.plan_site(
+                    background, load, modes, per_site, args.width,
+                    args.per_run, args.schedule, args.seed, speeds,
+                    replicas=count, replica=replica)
     loads_path = os.path.join(args.out, 'loads.json')
     measured = {}
     if os.path.exists(loads_path):

@@ -14,18 +14,23 @@
 QEMU under stealth is always backlogged, so a greedy TCP sender through
 the engine stands in for a stealthed migration, and a sender paced as
 QEMU's limiter paces (a tenth of its rate every 100 ms) for a native one
-(:mod:`lab_agent`). Each (background, load) pair is a *site*: the
-testbed's topology with its background running, and ``width`` source
-hosts behind the left router instead of one. Sites run at once, each on
-its own bottleneck.
+(:mod:`lab_agent`). Each (background, load) pair has one or more
+*sites* (``replicas``): the testbed's topology with its background
+running, and ``width`` source hosts behind the left router instead of
+one. Sites run at once, each on its own bottleneck; a load's flows are
+dealt out over its replicas.
 
 How flows are kept from shaping each other: each source host is a
 namespace of its own with its own egress, DHTB tree, modulator, privsep
 daemon and chaff (the chaff of one migration never sees another's
 traffic, as on separate compute nodes); their data ports differ; one
-host sends one flow at a time, and the hosts' first flows are staggered
-so that data phases rarely overlap. What they still share is the
-bottleneck, as migrations from several hosts across one WAN do; each
+host migrates one flow at a time (the next starts once the last one's
+data has drained, while its chaff ramps down, as a compute node's next
+migration does), and the hosts' first flows are staggered so that data
+phases overlap less. A native run's flows all go from one host, one after
+the other: two QEMU-paced flows at 4 and 8 MiB/s would fill the
+bottleneck between them. What they still share is the bottleneck, as
+migrations from several hosts across one WAN do; each
 stealthed flow's ``rate_check`` (the class's bytes against the rate its
 modulator set, per 100 ms) measures how often the path held it back, and
 the report gives it for flows that overlapped another lab flow and for
@@ -43,6 +48,7 @@ import itertools
 import json
 import math
 import os
+import queue
 import random
 import sys
 import threading
@@ -61,9 +67,10 @@ from nova_stealth.testbed import traffic
 #: [low, high]. The low end keeps three windows of 3,000 packets.
 SIZE_MEDIAN_MIB, SIZE_SIGMA, SIZE_LOW_MIB, SIZE_HIGH_MIB = 20.0, 0.4, 14.0, 48
 NATIVE_SPEEDS = (4.0, 8.0)
-#: For staggering only: a stealthed flow's expected rate and chaff time.
+#: For staggering only: a stealthed flow's expected rate and chaff lead
+#: (its tail runs while the host's next flow starts).
 EXPECTED_RATE_MIB_S = 5.0
-EXPECTED_CHAFF_S = 20.0
+EXPECTED_LEAD_S = 10.0
 POLL_S = 0.2
 #: The background runs this long before the first run (every user has
 #: started: they wait up to 5 s); its load over the runs themselves is
@@ -95,14 +102,22 @@ def flow_size(rng):
 
 
 def plan_site(background, load, modes, flows_per_mode, width, per_run,
-              schedule, seed, speeds=NATIVE_SPEEDS):
+              schedule, seed, speeds=NATIVE_SPEEDS, replicas=1, replica=0):
     """The runs of one site, in order: one of each mode in turn.
 
-    :param flows_per_mode: {mode: flows at this site}
+    A native run's flows go one after the other from one host, so that
+    no two QEMU-paced flows share the bottleneck (two at 4 and 8 MiB/s
+    would fill it); a stealthed run's are spread over ``width`` hosts.
+
+    :param flows_per_mode: {mode: flows at this load, over its replicas}
     :param speeds: native flows' rates, MiB/s, in turn
+    :param replicas: sites of this (background, load), each on its own
+        bottleneck; flow *i* of a load goes to replica *i* modulo them
+    :param replica: which of them this one is
     :returns: [{'name', 'mode', 'policy', 'schedule', 'hosts': [[flow]]}]
     """
     by_mode = []
+    tag = '' if replicas == 1 else '-r%d' % replica
     for mode in modes:
         runs = []
         by_mode.append(runs)
@@ -117,18 +132,22 @@ def plan_site(background, load, modes, flows_per_mode, width, per_run,
                     'rate_mib_s': (speeds[index % len(speeds)]
                                    if mode == 'native' else None),
                     'seed': _seed(seed, background, load, mode, index)}
-            flows.append(flow)
+            if index % replicas == replica:
+                flows.append(flow)
         per = width * per_run
-        for number, first in enumerate(range(0, count, per)):
+        hosts = 1 if mode == 'native' else width
+        for number, first in enumerate(range(0, len(flows), per)):
             chunk = flows[first:first + per]
             runs.append({
-                'name': '%s-%s-%s-%03d' % (background, load, mode, number),
+                'name': '%s-%s-%s%s-%03d' % (background, load, mode, tag,
+                                             number),
                 'mode': 'native' if mode == 'native' else 'stealth',
                 'policy': None if mode == 'native' else mode,
                 'schedule': None if mode == 'native' else schedule,
                 'background': background, 'load': load, 'index': number,
-                'hosts': [chunk[h::width] for h in range(width)
-                          if chunk[h::width]]})
+                'replica': replica,
+                'hosts': [chunk[h::hosts] for h in range(hosts)
+                          if chunk[h::hosts]]})
     # Modes take turns, so that a lab stopped early has some of each.
     return [run for turn in itertools.zip_longest(*by_mode) for run in turn
             if run is not None]
@@ -137,8 +156,29 @@ def plan_site(background, load, modes, flows_per_mode, width, per_run,
 def expected_seconds(flow):
     """A flow's rough duration, to stagger the hosts' first flows."""
     rate = flow['rate_mib_s'] or EXPECTED_RATE_MIB_S
-    chaff = EXPECTED_CHAFF_S if flow['policy'] else 0.0
+    chaff = EXPECTED_LEAD_S if flow['policy'] else 0.0
     return flow['bytes'] / (rate * runner.MIB) + chaff
+
+
+class Agent(object):
+    """A source host's lab agent: plans in, one JSON line a record out."""
+
+    def __init__(self, process):
+        self.process = process
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            if line.strip():
+                self.lines.put(json.loads(line))
+        self.lines.put(None)
+
+    def send(self, flows, delay):
+        """Have the agent send ``flows`` after ``delay`` seconds."""
+        self.process.stdin.write(json.dumps({'flows': flows,
+                                             'delay': delay}) + '\n')
+        self.process.stdin.flush()
 
 
 class LabSite(object):
@@ -148,6 +188,7 @@ class LabSite(object):
         self.site = site
         self.stop = stop
         self.kinds = site.background_kinds()
+        self.agents = {}
 
     def run(self, spec):
         """Run one run of the plan; return its record."""
@@ -159,51 +200,22 @@ class LabSite(object):
             topo.ns['rl'], capture, '-i', 'wan0', '-s', str(site.snaplen),
             'tcp',
             spawned=lambda p: runner._record_process(workdir, p, 'tcpdump'))
-        agents = []
         try:
             stagger = (sum(expected_seconds(f) for host in spec['hosts']
                            for f in host) / max(1, sum(
                                map(len, spec['hosts']))) / len(spec['hosts']))
-            for number, flows in enumerate(spec['hosts']):
-                role = topo.sources[number]
-                plan = os.path.join(workdir, '%s-%s.plan.json'
-                                    % (spec['name'], role))
-                with open(plan, 'w') as out:
-                    json.dump(flows, out)
-                agents.append(site._start(role, [
-                    sys.executable, '-m', lab_agent.__name__, '--plan', plan,
-                    '--address', topo.address(role),
-                    '--peer', topo.address('dst'),
-                    '--dst-ns', topo.ns['dst'],
-                    '--native-port', str(qemu.LIBVIRT_PORTS[0] + number),
-                    '--state-dir', os.path.join(workdir, 'state-' + role),
-                    '--lease-dir', os.path.join(workdir, 'state-dst'),
-                    '--tls-dir', site.tls_dir, '--chaff-peer',
-                    topo.address(runner.CHAFF_HOSTS[1]),
-                    '--delay', '%.2f' % (number * stagger),
-                    '--cap-mbit', str(topology.BOTTLENECK_MBIT)],
-                    'lab agent on %s' % role))
-            self._wait(agents)
+            agents = [self.agent(number)
+                      for number in range(len(spec['hosts']))]
+            for number, (agent, flows) in enumerate(zip(agents,
+                                                        spec['hosts'])):
+                agent.send(flows, number * stagger)
+            flows = self._wait(agents)
             time.sleep(runner.CAPTURE_TAIL)
-            flows = []
-            for agent in agents:
-                lines = agent.stdout.read().splitlines()
-                flows += [json.loads(line) for line in lines if line]
-                if agent.returncode:
-                    raise RuntimeError('lab agent exited with %d after %d '
-                                       'flows' % (agent.returncode,
-                                                  len(lines)))
         finally:
-            for agent in agents:
-                if agent.poll() is None:
-                    agent.terminate()
-                    agent.wait(60)
-                agent.stdout.close()
-                site.processes.remove(agent)
             dump.stop()
         record = {key: spec[key] for key in (
             'name', 'mode', 'policy', 'schedule', 'background', 'load',
-            'index')}
+            'index', 'replica')}
         record.update(capture=capture, flows=flows, started=began,
                       namespaces=sorted(topo.ns.values()),
                       ended=time.time(),
@@ -211,14 +223,71 @@ class LabSite(object):
         record['truth'] = self.truth(capture, record)
         return record
 
-    def _wait(self, agents):
+    def agent(self, number):
+        """The lab agent of source host ``number``, started once a site."""
+        if number not in self.agents:
+            site, topo = self.site, self.site.topology
+            role = topo.sources[number]
+            self.agents[number] = Agent(site._start(role, [
+                sys.executable, '-m', lab_agent.__name__,
+                '--address', topo.address(role),
+                '--peer', topo.address('dst'),
+                '--dst-ns', topo.ns['dst'],
+                '--native-port', str(qemu.LIBVIRT_PORTS[0] + number),
+                '--state-dir', os.path.join(site.workdir, 'state-' + role),
+                '--lease-dir', os.path.join(site.workdir, 'state-dst'),
+                '--tls-dir', site.tls_dir, '--chaff-peer',
+                topo.address(runner.CHAFF_HOSTS[1]),
+                '--cap-mbit', str(topology.BOTTLENECK_MBIT)],
+                'lab agent on %s' % role, ready=False))
+        return self.agents[number]
+
+    def start_agents(self, count):
+        """Start ``count`` hosts' agents at once; return when all are ready.
+
+        Started before the first capture, so that no run waits on them.
+        """
+        agents = [self.agent(number) for number in range(count)]
         deadline = time.monotonic() + RUN_TIMEOUT
-        while any(agent.poll() is None for agent in agents):
-            if self.stop.is_set():
-                raise Interrupted()
-            if time.monotonic() > deadline:
-                raise RuntimeError('lab run took over %d s' % RUN_TIMEOUT)
-            time.sleep(POLL_S)
+        for agent in agents:
+            while True:
+                if self.stop.is_set():
+                    raise Interrupted()
+                if time.monotonic() > deadline:
+                    raise RuntimeError('a lab agent did not start in %d s'
+                                       % RUN_TIMEOUT)
+                try:
+                    said = agent.lines.get(timeout=POLL_S)
+                    break
+                except queue.Empty:
+                    pass
+            if not said or not said.get('ready'):
+                raise RuntimeError('a lab agent did not start: it said %r'
+                                   % said)
+
+    def _wait(self, agents):
+        """Every agent's records of the plan it was sent."""
+        deadline = time.monotonic() + RUN_TIMEOUT
+        flows = []
+        for agent in agents:
+            while True:
+                if self.stop.is_set():
+                    raise Interrupted()
+                if time.monotonic() > deadline:
+                    raise RuntimeError('lab run took over %d s' % RUN_TIMEOUT)
+                try:
+                    said = agent.lines.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                if said is None:
+                    raise RuntimeError('lab agent exited with %s after %d '
+                                       'flows' % (agent.process.wait(),
+                                                  len(flows)))
+                if 'done' in said:
+                    break
+                if 'ready' not in said:
+                    flows.append(said)
+        return flows
 
     def truth(self, capture, record):
         """Name the run's flows: lab flows, chaff, background by kind."""
@@ -259,20 +328,27 @@ class LabSite(object):
         return path
 
 
+def site_name(background, load, replica=0):
+    """A site's name: ``markov/S``, or ``markov/S#1`` for its replica 1."""
+    return '%s/%s%s' % (background, load, '#%d' % replica if replica else '')
+
+
 def run_site(out, background, load, runs, width, seed, envelopes, stop,
-             progress=None):
+             progress=None, replica=0):
     """Run a site's runs not yet recorded; return its measured load."""
     runs_dir = os.path.join(out, 'runs')
     todo = [spec for spec in runs if not os.path.exists(
         os.path.join(runs_dir, spec['name'] + '.json'))]
     if not todo:
         return None
-    workdir = os.path.join(out, 'load-%s-%s' % (background, load))
+    workdir = os.path.join(out, 'load-%s-%s%s' % (
+        background, load, '-%d' % replica if replica else ''))
     os.makedirs(workdir, exist_ok=True)
     with runner.Site(workdir, load, seed, sources=width,
                      background=background, envelopes=envelopes,
                      settle=SETTLE_SECONDS) as site:
         lab_site = LabSite(site, stop)
+        lab_site.start_agents(max(len(spec['hosts']) for spec in todo))
         for spec in todo:
             if stop.is_set():
                 raise Interrupted()
@@ -288,21 +364,22 @@ def run_site(out, background, load, runs, width, seed, envelopes, stop,
 def run_sites(out, plans, width, seed, envelopes, parallel, progress=None):
     """Run every site, ``parallel`` at a time; Ctrl-C stops them all.
 
-    :param plans: {(background, load): [run spec]}
-    :returns: {'background/load': measured load}
+    :param plans: {(background, load) or (background, load, replica):
+        [run spec]}
+    :returns: {site name: measured load}
     """
     stop = threading.Event()
     loads = {}
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-        futures = {pool.submit(run_site, out, background, load, runs, width,
-                               seed, envelopes, stop, progress):
-                   (background, load)
-                   for (background, load), runs in plans.items()}
+        futures = {pool.submit(run_site, out, site[0], site[1], runs, width,
+                               seed, envelopes, stop, progress,
+                               *site[2:]): site
+                   for site, runs in plans.items()}
         try:
             for future in concurrent.futures.as_completed(futures):
                 measured = future.result()
                 if measured is not None:
-                    loads['%s/%s' % futures[future]] = measured
+                    loads[site_name(*futures[future])] = measured
         except BaseException:
             # Every site unwinds through its own cleanup before we leave.
             stop.set()

@@ -11,9 +11,12 @@
 # under the License.
 """One lab source host: migration-like flows, one after the other.
 
-``python -m nova_stealth.testbed.lab_agent --plan FILE`` runs inside a
-source host's namespace and sends the plan's flows in order, each to a
-listener it opens inside the destination's namespace:
+``python -m nova_stealth.testbed.lab_agent`` runs inside a source host's
+namespace for a whole site: it prints ``{"ready": true}``, then reads one
+plan a line on its standard input (``{"flows": [...], "delay": s}``) and
+sends the plan's flows in order, each to a listener it opens inside the
+destination's namespace, and prints ``{"done": n}`` once they and their
+chaff are over:
 
 * a stealthed flow stands in for a QEMU migration under stealth, which is
   always backlogged (its limiter is at four times ``max_rate``): the
@@ -25,9 +28,16 @@ listener it opens inside the destination's namespace:
 * a native flow stands in for QEMU's own limiter: a tenth of its rate
   every 100 ms, then silence until the next period.
 
-It prints one JSON line per flow (its 5-tuple, times and what the
-modulator did) and exits; SIGTERM aborts the flow under way, removing its
-shaping, chaff and lease.
+A host migrates one flow at a time, as a compute node with Nova's
+``max_concurrent_live_migrations = 1``: the next flow starts once the
+last one's data has drained, while that one's chaff ramps down in the
+background (the driver's ``finish`` leaves it so too). It prints one JSON
+line per flow once its chaff is over (its 5-tuple, times and what the
+modulator did); it exits at the end of its input, and SIGTERM aborts
+every session under way, removing its shaping, chaff and lease. One
+process for all of a site's runs: under a busy CPU, starting Python with
+the engine's imports (and a privsep daemon per policy) took most of a
+minute.
 """
 
 import argparse
@@ -56,6 +66,8 @@ SKIP_START, SKIP_END = 3, 2
 #: A window whose class sent less than this share of the rate set was
 #: held back by the path (the bottleneck), not by its own class.
 HELD_BACK = 0.8
+#: How long a finished flow's chaff may take to ramp down.
+TAIL_TIMEOUT = 120.0
 
 
 class Sink(object):
@@ -160,8 +172,56 @@ def rate_check(trace, summary, cap_bytes):
             'ticks': int(summary.get('ticks') or len(times))}
 
 
-def run_flow(flow, args, src_group, dst_group):
-    """Send one flow; return its record."""
+class Tails(object):
+    """The chaff ramp-downs of finished flows, and their records.
+
+    A flow's record is printed once its tail is over; :meth:`abort` ends
+    every session still ramping down.
+    """
+
+    def __init__(self, cap_bytes):
+        self.cap_bytes = cap_bytes
+        self.threads = []
+        self.sessions = []
+        self.lock = threading.Lock()
+
+    def emit(self, record):
+        with self.lock:
+            print(json.dumps(record), flush=True)
+
+    def start(self, session, record, trace):
+        """Let ``session`` ramp down; print ``record`` once it has."""
+        self.sessions.append(session)
+        thread = threading.Thread(target=self._tail,
+                                  args=(session, record, trace), daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _tail(self, session, record, trace):
+        try:
+            session.close(TAIL_TIMEOUT)
+            summary = session.report or {}
+            record['chaff_bytes'] = session.chaff_bytes
+            record['rate_check'] = rate_check(trace, summary, self.cap_bytes)
+            record['modulator_error'] = summary.get('error')
+            record['ended'] = time.time()
+        finally:
+            session.abort()
+        self.emit(record)
+
+    def wait(self):
+        """Wait for every tail begun so far; forget them."""
+        for thread in self.threads:
+            thread.join()
+        self.threads, self.sessions = [], []
+
+    def abort(self):
+        for session in self.sessions:
+            session.abort()
+
+
+def run_flow(flow, args, src_group, dst_group, tails):
+    """Send one flow; its record goes out when its tail is over."""
     record = dict(flow, src=args.address, dst=args.peer, error=None)
     lease = session = sink = sock = None
     try:
@@ -188,18 +248,16 @@ def run_flow(flow, args, src_group, dst_group):
         sock.shutdown(socket.SHUT_WR)
         sink.thread.join(60)
         record['data_end'] = time.time()
+        record['received'] = sink.received
         if session:
             # The modulator's last ticks, before finish stops it.
             trace = session.shaper.modulator_trace(session.modulator)
             session.finish()
-            session.close(120.0)
-            summary = session.report or {}
-            record['chaff_bytes'] = session.chaff_bytes
-            record['rate_check'] = rate_check(trace, summary,
-                                              args.cap_mbit * 1e6 / 8)
-            record['modulator_error'] = summary.get('error')
-        record['received'] = sink.received
-        record['ended'] = time.time()
+            tails.start(session, record, trace)
+            session = None
+        else:
+            record['ended'] = time.time()
+            tails.emit(record)
     finally:
         if sock:
             sock.close()
@@ -209,14 +267,10 @@ def run_flow(flow, args, src_group, dst_group):
             sink.close()
         if lease:
             lease.release()
-    return record
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='nova-stealth-testbed-lab-agent')
-    parser.add_argument('--plan', required=True,
-                        help='JSON list of flows: name, policy (null: '
-                             'native), schedule, bytes, rate_mib_s, seed')
     parser.add_argument('--address', required=True, help='this host')
     parser.add_argument('--peer', required=True)
     parser.add_argument('--dst-ns', required=True)
@@ -228,7 +282,6 @@ def main(argv=None):
     parser.add_argument('--chaff-peer', action='append', default=[],
                         dest='chaff_peers', metavar='ADDRESS',
                         help='another host chaff may go to (repeat)')
-    parser.add_argument('--delay', type=float, default=0.0)
     parser.add_argument('--cap-mbit', type=float, required=True,
                         help='the bottleneck\'s rate')
     args = parser.parse_args(argv)
@@ -236,22 +289,30 @@ def main(argv=None):
                           '%s/bin/privsep-helper' % sys.prefix,
                           group=agent_lib.PRIVSEP_GROUP)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with open(args.plan) as plan_file:
-        plan = json.load(plan_file)
     dst_group = stealth_conf.load_group(state_dir=args.lease_dir)
     groups = {}
+    tails = Tails(args.cap_mbit * 1e6 / 8)
     print(json.dumps({'ready': True}), flush=True)
-    time.sleep(args.delay)
-    for flow in plan:
-        policy = flow['policy']
-        key = (policy, flow.get('schedule'))
-        if policy and key not in groups:
-            groups[key] = agent_lib.options(argparse.Namespace(
-                schedule=flow.get('schedule') or 'ramp', config_file=None,
-                state_dir=args.state_dir, policy=policy,
-                tls_dir=args.tls_dir, chaff_peers=args.chaff_peers))
-        print(json.dumps(run_flow(flow, args, groups.get(key), dst_group)),
-              flush=True)
+    try:
+        # Each line a plan: {'flows': [{name, policy (null: native),
+        # schedule, bytes, rate_mib_s, seed}], 'delay': seconds}.
+        for line in sys.stdin:
+            order = json.loads(line)
+            time.sleep(order.get('delay', 0.0))
+            for flow in order['flows']:
+                policy = flow['policy']
+                key = (policy, flow.get('schedule'))
+                if policy and key not in groups:
+                    groups[key] = agent_lib.options(argparse.Namespace(
+                        schedule=flow.get('schedule') or 'ramp',
+                        config_file=None, state_dir=args.state_dir,
+                        policy=policy, tls_dir=args.tls_dir,
+                        chaff_peers=args.chaff_peers))
+                run_flow(flow, args, groups.get(key), dst_group, tails)
+            tails.wait()
+            tails.emit({'done': len(order['flows'])})
+    finally:
+        tails.abort()
 
 
 if __name__ == '__main__':

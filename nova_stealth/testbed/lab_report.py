@@ -41,7 +41,8 @@ def _overlaps(records):
     by_site = collections.defaultdict(list)
     for run in records:
         for flow in run['flows']:
-            by_site[(run['background'], run['load'])].append(flow)
+            by_site[(run['background'], run['load'],
+                     run.get('replica', 0))].append(flow)
     found = {}
     for flows in by_site.values():
         for flow in flows:
@@ -255,7 +256,7 @@ def write(out_dir, records, loads, seed=0, with_plots=True):
     """Score the lab's runs; write results.json and report.md."""
     results = {'runs': [{k: run.get(k) for k in (
         'name', 'mode', 'policy', 'schedule', 'background', 'load', 'index',
-        'chaff_bytes', 'capture', 'truth', 'namespaces', 'started',
+        'replica', 'chaff_bytes', 'capture', 'truth', 'namespaces', 'started',
         'ended')} for run in records],
         'flows': [dict(flow, run=run['name']) for run in records
                   for flow in run['flows']],

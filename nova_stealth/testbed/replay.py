@@ -20,9 +20,14 @@ RTT, losses and congestion control are the real path's and stay behind.
 
 A replay server (one port per origin: the directory a capture was in,
 ``mlab-ndt``, ``requet-youtube``...) answers a request for envelope *i*
-by writing each bin's bytes at its bin's start over a real TCP
-connection through the testbed's bottleneck; users on the other host ask
-for envelopes at random with exponential think times. What the testbed
+(from bin *j*) by writing each bin's bytes at its bin's start over a real
+TCP connection through the testbed's bottleneck; users on the other host
+ask for envelopes at random with exponential think times. Users start in
+their steady state (:func:`first_request`): a user is found in the
+middle of a flow, a long flow more often than a short one, or thinking,
+as at any later moment; had they all started at once with a fresh pick,
+the rare bulk flows (NDT's, 100 MB in 10 s) would be running many times
+as often as later, and the load far above its level. What the testbed
 changes: the path (RTT under a millisecond plus the bottleneck's queue of
 up to 30 ms, no loss but the queue's drops), TCP's own dynamics on it,
 and the bottleneck's 100 Mbit/s cap (a bin's bytes that cannot leave in
@@ -47,7 +52,8 @@ MIN_PACKETS = 200
 MAX_SECONDS = 180.0
 #: The first origin's port; the others follow in sorted order.
 PORT_BASE = 18100
-REQUEST = struct.Struct('!Q')
+#: An envelope's index and the bin to start from.
+REQUEST = struct.Struct('!II')
 PAYLOAD = os.urandom(1 << 20)
 
 
@@ -169,9 +175,10 @@ async def serve(address, path):
 
     async def answer(reader, writer):
         try:
-            index = REQUEST.unpack(await reader.readexactly(REQUEST.size))[0]
+            index, first = REQUEST.unpack(
+                await reader.readexactly(REQUEST.size))
             if index < len(envelopes['bins']):
-                await _replay(writer, envelopes['bins'][index],
+                await _replay(writer, envelopes['bins'][index][first:],
                               envelopes['bin_s'])
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -184,27 +191,59 @@ async def serve(address, path):
     await asyncio.gather(*(server.serve_forever() for server in servers))
 
 
+def first_request(envelopes, rng, think_s):
+    """Where a user stands at a random moment of its steady state.
+
+    A user alternates flows (each picked at random, lasting its envelope's
+    seconds) and think times (exponential, mean ``think_s``). At a random
+    moment it is inside a flow with probability the flows' share of its
+    time, that flow picked in proportion to its length and the moment
+    uniform within it; otherwise it is thinking, for an exponential time
+    again (it has no memory).
+
+    :returns: (envelope index, first bin), or None when thinking
+    """
+    seconds = np.array([flow['seconds'] for flow in envelopes['flows']])
+    busy = seconds.sum()
+    if rng.random() * (busy + len(seconds) * think_s) >= busy:
+        return None
+    index = int(np.searchsorted(np.cumsum(seconds), rng.random() * busy,
+                                side='right'))
+    index = min(index, len(seconds) - 1)
+    return index, int(rng.random() * len(envelopes['bins'][index]))
+
+
+async def _fetch(server, port, index, first, size, totals, origin):
+    """Ask for envelope ``index`` from bin ``first``; count what comes."""
+    reader, writer = await asyncio.open_connection(server, port)
+    try:
+        writer.write(REQUEST.pack(index, first))
+        left = size
+        while left > 0:
+            got = await reader.read(min(left, 1 << 16))
+            if not got:
+                break
+            left -= len(got)
+            totals[origin] = totals.get(origin, 0) + len(got)
+    finally:
+        writer.close()
+
+
 async def _user(server, envelopes, rng, think_s, totals):
     port_of = {origin: port for port, origin in ports(envelopes).items()}
-    await asyncio.sleep(rng.uniform(0, 3.0))
+    request = first_request(envelopes, rng, think_s)
+    if request is None:
+        await asyncio.sleep(rng.expovariate(1.0 / think_s))
     while True:
-        index = rng.randrange(len(envelopes['flows']))
-        flow = envelopes['flows'][index]
+        if request is None:
+            request = (rng.randrange(len(envelopes['flows'])), 0)
+        index, first = request
+        request = None
+        origin = envelopes['flows'][index]['origin']
         try:
-            reader, writer = await asyncio.open_connection(
-                server, port_of[flow['origin']])
-            try:
-                writer.write(REQUEST.pack(index))
-                left = flow['bytes']
-                while left > 0:
-                    got = await reader.read(min(left, 1 << 16))
-                    if not got:
-                        break
-                    left -= len(got)
-                totals[flow['origin']] = totals.get(flow['origin'], 0) + (
-                    flow['bytes'] - left)
-            finally:
-                writer.close()
+            await _fetch(server, port_of[origin], index, first,
+                         int(envelopes['bins'][index][first:].sum()),
+                         totals, origin)
         except OSError:
             await asyncio.sleep(1.0)
         await asyncio.sleep(rng.expovariate(1.0 / think_s))

@@ -19,6 +19,7 @@ the middle of a lab leaves nothing behind.
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -284,3 +285,73 @@ def test_lab_missing_traces_named(tmp_path):
                           '--background', 'trace', '--traces',
                           '/nonexistent'])
     assert not os.path.exists(str(tmp_path / 'lab'))
+
+
+def _library(path, bulk, trickle):
+    """Crafted envelopes: ``bulk`` short bursts, ``trickle`` slow flows."""
+    flows, bins = [], []
+    for count, seconds, per_bin in ((bulk, 3.0, 30000),
+                                    (trickle, 60.0, 100)):
+        for _ in range(count):
+            envelope = np.full(int(seconds / replay.BIN_S), per_bin,
+                               dtype=np.uint32)
+            flows.append({'origin': 'crafted', 'capture': 'crafted.pcap',
+                          'proto': 'tcp', 'bytes': int(envelope.sum()),
+                          'seconds': seconds})
+            bins.append(envelope)
+    replay.save(path, {'origins': ['crafted'], 'flows': flows, 'bins': bins,
+                       'bin_s': replay.BIN_S})
+    return replay.load(path)
+
+
+def test_trace_users_start_at_their_level(tmp_path, link):
+    # Ten bursts of 9 MB in 3 s among ninety 60 s trickles of 10 kB/s: the
+    # bursts carry 62% of the bytes but fill 0.5% of a user's time. Users
+    # that all began with a fresh pick would have five bursts running at
+    # once (45 MB in the first seconds); in their steady state they move
+    # about what their mean rate says (7.7 MB in 6 s).
+    path = str(tmp_path / 'envelopes.npz')
+    envelopes = _library(path, bulk=10, trickle=90)
+    users, seconds = 50, 6.0
+    expected = users * replay.mean_rate(envelopes, 2.0) * seconds
+    python = [sys.executable, '-m', replay.__name__]
+    server = subprocess.Popen(
+        ['ip', 'netns', 'exec', link.dst] + python + [
+            'server', '--address', link.DST_V4, '--envelopes', path],
+        stdout=subprocess.PIPE, text=True)
+    client = None
+    try:
+        assert json.loads(server.stdout.readline())['ready']
+        client = subprocess.Popen(
+            ['ip', 'netns', 'exec', link.src] + python + [
+                'users', '--server', link.DST_V4, '--envelopes', path,
+                '--count', str(users), '--seed', '3', '--think-s', '2'],
+            stdout=subprocess.PIPE, text=True)
+        assert json.loads(client.stdout.readline())['ready']
+        time.sleep(seconds)
+        client.terminate()
+        moved = sum(json.loads(client.stdout.readline())['bytes'].values())
+    finally:
+        for process in (client, server):
+            if process and process.poll() is None:
+                process.terminate()
+            if process:
+                process.wait(10)
+                process.stdout.close()
+    assert 0.3 * expected < moved < 3 * expected, (moved, expected)
+
+
+def test_first_request_is_the_steady_state():
+    envelopes = {'flows': [{'seconds': 3.0}] * 10 + [{'seconds': 60.0}] * 90,
+                 'bins': [np.ones(300)] * 10 + [np.ones(6000)] * 90}
+    rng = random.Random(1)
+    picks = [replay.first_request(envelopes, rng, 2.0)
+             for _ in range(20000)]
+    busy = [pick for pick in picks if pick is not None]
+    # Busy 5430 s of 5630; a burst 30 s of those.
+    assert abs(len(busy) / len(picks) - 5430 / 5630) < 0.01
+    bursts = sum(index < 10 for index, _ in busy)
+    assert abs(bursts / len(busy) - 30 / 5430) < 0.003
+    # The moment is uniform within the flow.
+    firsts = np.array([first for index, first in busy if index >= 10])
+    assert abs(firsts.mean() / 6000 - 0.5) < 0.02 and firsts.max() < 6000
