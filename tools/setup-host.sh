@@ -68,8 +68,9 @@ if ! qemu_is_recent; then
 fi
 
 "$PYTHON" -m venv .venv
+# doc/requirements.txt: tests/unit/test_docs.py builds the documentation.
 .venv/bin/pip install -q --disable-pip-version-check \
-    -r requirements.txt -r test-requirements.txt
+    -r requirements.txt -r test-requirements.txt -r doc/requirements.txt
 # The tests and the testbed run the audit: its extras too.
 .venv/bin/pip install -q --disable-pip-version-check -e '.[audit,testbed]'
 # The battery's cnn attacker (the "sequence" extra), tested in CI: the CPU
