@@ -92,7 +92,8 @@ def _documented(page):
         if line.startswith('.. program:: '):
             program = line.split(':: ', 1)[1].strip()
         elif line.startswith('.. option:: '):
-            for spec in line.split(':: ', 1)[1].split(','):
+            # Sphinx's own separator: ', ' (a metavar may hold a comma).
+            for spec in line.split(':: ', 1)[1].split(', '):
                 found.setdefault(program, set()).add(spec.split()[0])
     return found
 
