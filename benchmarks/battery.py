@@ -89,7 +89,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'battery.pcap')
         synthetic.write(path, made)
-        options = flow_lib.FlowOptions(min_packets=1)
+        options = flow_lib.FlowOptions(min_packets=1, multiscale=True)
         (flows, _), wall, cpu = timed(
             lambda: flow_lib.read_flows([path], options))
     figures.update(features_wall_s=wall, features_cpu_s=cpu,

@@ -151,26 +151,34 @@ def chi_square_table(flows, labels):
     return rows
 
 
-def run_battery(flows, labels, seed=0, groups=None):
+def run_battery(flows, labels, seed=0, groups=None, attackers=None):
     """The attacker battery on labelled flows: battery.run's result.
 
     A migration's kind is its mode; a kind that begins with ``native``
     (the testbed writes ``native-4``) is ``native``, which trains the
     paper's way. Without ``groups`` (a run name per flow), each flow is its
     own group.
+
+    :param attackers: names of the attackers to run (default: every one
+        :func:`battery.attackers` has)
     """
     samples = [battery.Sample(flow, label, kind,
                               _mode(kind) if label == 'migration' else None,
                               groups[i] if groups else str(flow.key), 'all')
                for i, (flow, (label, kind)) in enumerate(zip(flows, labels))]
-    return battery.run(samples, seed=seed)
+    factories = None
+    if attackers is not None:
+        factories = {name: factory for name, factory in battery.attackers(
+            seed, cnn='cnn' in attackers).items() if name in attackers}
+    return battery.run(samples, seed=seed, factories=factories)
 
 
 def _mode(kind):
     return battery.NATIVE if kind.startswith(battery.NATIVE) else kind
 
 
-def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None):
+def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None,
+        attackers=None):
     """Score flows; return (report dict, {name: detector}).
 
     :param labels: (label, kind) per flow, from :func:`truth.label_of`;
@@ -180,6 +188,10 @@ def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None):
         labelled flows when there are labels
     :param folds: instead of one split, judge every labelled flow by
         stratified K-fold cross-validation
+    :param attackers: the battery's attackers to run with labels (default:
+        all; empty: no battery); those of
+        :data:`battery.MULTISCALE_ATTACKERS` need flows read with
+        ``FlowOptions(multiscale=True)``
     """
     detectors = {PATTERN: detector_lib.PatternMatchingDetector().fit(None)}
     notes = []
@@ -257,14 +269,15 @@ def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None):
                 [verdicts[name][i] for i in chosen],
                 [labels[i] for i in chosen]))
         report['detectors'][name] = summary
-    if labels:
-        found = run_battery(flows, labels, seed)
+    if labels and (attackers is None or attackers):
+        found = run_battery(flows, labels, seed, attackers=attackers)
         for (attacker, trained_on), scores in found.pop('scores').items():
             for entry, score in zip(report['flows'], scores):
                 entry.setdefault('battery_scores', {})[
                     '%s|%s' % (attacker, trained_on)] = _finite(
                         float(score))
         report['battery'] = found
+    if labels:
         report['chi_square'] = chi_square_table(flows, labels)
         report['cv_table'] = stats.cv_table(_groups(flows, labels),
                                             flow_lib.WINDOWS)

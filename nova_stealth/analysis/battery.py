@@ -54,6 +54,10 @@ CNN_SETTINGS = {'length': 512, 'max_windows': 2, 'channels': (16, 32, 32),
 #: test, trained on the mode it tests.
 C2ST_ATTACKER = 'gbm'
 
+#: The attackers that read a flow's multi-scale features and series, which
+#: :func:`flows.read_flows` computes only with ``FlowOptions.multiscale``.
+MULTISCALE_ATTACKERS = ('gbm', 'gbm-segments', 'cnn')
+
 #: One labelled flow: its run (the CV group) and load level.
 Sample = collections.namedtuple('Sample', 'flow label kind mode run load')
 
@@ -85,6 +89,30 @@ def attackers(seed=0, cnn=None):
         found['cnn'] = lambda: sequence.SequenceDetector(**dict(
             CNN_SETTINGS, random_state=seed))
     return found
+
+
+def needs_multiscale(names):
+    """Whether any of the attackers ``names`` needs the multi-scale state."""
+    return any(name in MULTISCALE_ATTACKERS for name in names)
+
+
+def _without_multiscale(chosen, samples, explicit, notes):
+    """``chosen`` less the attackers whose multi-scale features are lacking.
+
+    :raises ValueError: if such an attacker was chosen ``explicit``-ly
+    """
+    needing = [name for name in chosen if name in MULTISCALE_ATTACKERS]
+    lacking = sum(1 for s in samples if s.flow.multiscale is None)
+    if not (needing and lacking):
+        return chosen
+    message = ('%s need the multi-scale features, which %d of %d flows '
+               'lack: read them with FlowOptions(multiscale=True)'
+               % (', '.join(needing), lacking, len(samples)))
+    if explicit:
+        raise ValueError(message)
+    notes.append('not run: ' + message)
+    return {name: factory for name, factory in chosen.items()
+            if name not in needing}
 
 
 def _score(detector, flows):
@@ -184,6 +212,10 @@ def run(samples, seed=0, folds=FOLDS, factories=None,
         and background (chaff, reverse, unlabelled) are left out
     :returns: {'results': [{attacker, trained_on, mode, load, auc,
         auc_ci, tpr_at_0.01, ...}], 'notes': [...], 'scores': {...}}
+    :raises ValueError: when ``factories`` hold an attacker of
+        :data:`MULTISCALE_ATTACKERS` and the flows were read without the
+        multi-scale features (without ``factories``, those attackers are
+        left out, with a note)
     """
     chosen = factories or attackers(seed)
     modes = sorted({s.mode for s in samples if s.label == 'migration'})
@@ -191,6 +223,8 @@ def run(samples, seed=0, folds=FOLDS, factories=None,
     if factories is None and 'cnn' not in chosen:
         notes.append('cnn not run: PyTorch is not installed (the sequence '
                      'extra of nova_stealth)')
+    chosen = _without_multiscale(chosen, samples, factories is not None,
+                                 notes)
     if modes and NATIVE not in modes:
         notes.append('no native migrations: no attacker trained the '
                      'paper\'s way (but pattern, which learns nothing)')

@@ -16,14 +16,17 @@ constant state is kept while reading: per packet window (100, 200, 300,
 500, 1000, 2000 and 3000 packets) the count, sum and sum of squares of the
 throughput of its windows; a count per inter-packet-time category of
 1 microsecond (1 millisecond from 10 ms up); and the indices of the packets
-that start a burst; the multi-scale state of
+that start a burst. With :attr:`FlowOptions.multiscale` (the battery's
+boosted and sequence attackers need it), also the multi-scale state of
 :mod:`nova_stealth.analysis.multiscale` for the whole flow and for each
 segment of :data:`SEGMENT_PACKETS` packets (one feature vector kept per
 closed segment, at most :data:`MAX_SEGMENTS` to :data:`MAX_SEGMENTS` x 2 of
-them, evenly spread). Memory grows with the number of flows, not with the
-number of packets (bursts excepted: one 8-byte index per burst), and
-:class:`FlowTable` keeps short flows small and forgets those that can no
-longer qualify.
+them, evenly spread): it costs more than everything else together, so it
+is built only once a flow has ``min_packets`` packets (or
+:data:`MAX_HELD_PACKETS`, if fewer; see :class:`_FlowState`). Memory grows
+with the number of flows, not with the number of packets (bursts excepted:
+one 8-byte index per burst), and :class:`FlowTable` keeps short flows small
+and forgets those that can no longer qualify.
 
 The window feature is the coefficient of variation of *throughput* per
 window of packets, as the paper's text defines it ("the variation
@@ -63,6 +66,9 @@ PROMOTE_PACKETS = 64
 SEGMENT_PACKETS = 2000
 #: Segments kept per flow: beyond twice this, every other one is dropped.
 MAX_SEGMENTS = 128
+#: Packets a flow's multi-scale state waits for at most (16 bytes each,
+#: about the state's own size) when ``min_packets`` is larger.
+MAX_HELD_PACKETS = 4096
 PROTOCOL_NAMES = {6: 'tcp', 17: 'udp'}
 PROTOCOL_NUMBERS = {name: number for number, name in PROTOCOL_NAMES.items()}
 _MIX = [np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
@@ -106,12 +112,17 @@ class FlowOptions(object):
     :param idle_timeout: seconds of silence after which a flow of fewer
         than ``min_packets`` packets is forgotten (a later packet of its
         5-tuple starts a new flow); 0 keeps every flow to the end
+    :param multiscale: also compute :data:`multiscale.FEATURE_NAMES` per
+        flow and per segment, and the 10 ms series (the battery's ``gbm``,
+        ``gbm-segments`` and ``cnn`` attackers); off, those fields of
+        :class:`FlowFeatures` are None
     """
 
     tcp_only: bool = True
     min_packets: int = 1000
     burst_gap: float = 0.02
     idle_timeout: float = 120.0
+    multiscale: bool = False
 
 
 @dataclasses.dataclass
@@ -126,7 +137,8 @@ class FlowFeatures(object):
     window_cvs: dict
     ipt_counts: dict
     burst_starts: np.ndarray
-    #: :data:`multiscale.FEATURE_NAMES` of the whole flow
+    #: :data:`multiscale.FEATURE_NAMES` of the whole flow (None unless
+    #: read with :attr:`FlowOptions.multiscale`, as the next two)
     multiscale: np.ndarray = None
     #: the same, one row per segment of :data:`SEGMENT_PACKETS` packets
     segments: np.ndarray = None
@@ -230,20 +242,84 @@ class _Segment(object):
         return self.scales.vector(self.windows.cvs())
 
 
-class _FlowState(object):
-    """Bounded running state of one flow."""
+class _ScaleTrack(object):
+    """The multi-scale state of a flow: the whole flow and its segments."""
 
     def __init__(self, first_ns):
-        self.packets = 0
-        self.bytes = 0
-        self.first_ns = first_ns
-        self.last_ns = first_ns
-        self.windows = _WindowMoments()
         self.scales = multiscale.ScaleState(first_ns)
         self.segment = None
         self.segments = []
         self.closed = 0
         self.stride = 1
+
+    def update(self, times, sizes):
+        self.scales.update(times, sizes)
+        done = 0
+        while done < len(times):
+            if self.segment is None:
+                self.segment = _Segment(int(times[done]))
+            room = SEGMENT_PACKETS - self.segment.scales.packets
+            part = slice(done, done + room)
+            self.segment.update(times[part], sizes[part])
+            done += room
+            if self.segment.scales.packets == SEGMENT_PACKETS:
+                self._close_segment()
+
+    def _close_segment(self):
+        if self.closed % self.stride == 0:
+            self.segments.append(self.segment.vector().astype(np.float32))
+        self.closed += 1
+        self.segment = None
+        if len(self.segments) == 2 * MAX_SEGMENTS:
+            # Keep every other one, and from now on every other one of the
+            # new: evenly spread over the flow, and bounded.
+            self.segments = self.segments[::2]
+            self.stride *= 2
+
+    def nbytes(self):
+        """Bytes of the series and the segments' vectors."""
+        open_segment = self.segment.scales.nbytes() if self.segment else 0
+        return (self.scales.nbytes() + open_segment +
+                sum(vector.nbytes for vector in self.segments))
+
+    def segment_vectors(self):
+        """Closed segments' vectors, and the open one if half full."""
+        vectors = list(self.segments)
+        if self.segment is not None and (
+                not vectors or
+                self.segment.scales.packets >= SEGMENT_PACKETS // 2):
+            vectors.append(self.segment.vector())
+        return np.array(vectors, dtype=float).reshape(
+            -1, len(multiscale.FEATURE_NAMES))
+
+
+class _FlowState(object):
+    """Bounded running state of one flow.
+
+    :param multiscale_at: packets after which the flow gets its
+        :class:`_ScaleTrack` (None: never). Until then its packets are held
+        as they came (16 bytes each), with the length of every update, and
+        then replayed update by update: the features are those of a track
+        kept from the first packet, to the bit, and a flow that never
+        qualifies costs none of it.
+    """
+
+    def __init__(self, first_ns, multiscale_at=None):
+        self.packets = 0
+        self.bytes = 0
+        self.first_ns = first_ns
+        self.last_ns = first_ns
+        self.windows = _WindowMoments()
+        self.track = None
+        self.multiscale_at = multiscale_at
+        #: (time ns, wire length) int64 pairs, and the length of each update
+        self.held = None
+        self.held_lengths = None
+        if multiscale_at is not None and multiscale_at <= 1:
+            self.track = _ScaleTrack(first_ns)
+        elif multiscale_at is not None:
+            self.held = bytearray()
+            self.held_lengths = array.array('q')
         self.ipt_counts = {}
         # 8 bytes a burst, without an array object per batch.
         self.burst_starts = array.array('q')
@@ -269,51 +345,37 @@ class _FlowState(object):
                 (starts + self.packets).astype(np.int64).tobytes())
         before = np.concatenate(([0], np.cumsum(sizes)))
         self.windows.update(times, before)
-        self.scales.update(times, sizes)
-        self._segments(times, sizes)
         self.packets += len(sizes)
         self.bytes += int(before[-1])
         self.last_ns = int(times[-1])
+        if self.track is not None:
+            self.track.update(times, sizes)
+        elif self.held is not None:
+            self._hold(times, sizes)
 
-    def _segments(self, times, sizes):
-        """Feed the open segment; close it every SEGMENT_PACKETS packets."""
+    def _hold(self, times, sizes):
+        """Hold an update's packets; replay them all when there are enough."""
+        self.held += np.stack((times, sizes), axis=1).astype(
+            np.int64).tobytes()
+        self.held_lengths.append(len(times))
+        if self.packets < self.multiscale_at:
+            return
+        self.track = _ScaleTrack(self.first_ns)
+        pairs = np.frombuffer(self.held, dtype=np.int64).reshape(-1, 2)
         done = 0
-        while done < len(times):
-            if self.segment is None:
-                self.segment = _Segment(int(times[done]))
-            room = SEGMENT_PACKETS - self.segment.scales.packets
-            part = slice(done, done + room)
-            self.segment.update(times[part], sizes[part])
-            done += room
-            if self.segment.scales.packets == SEGMENT_PACKETS:
-                self._close_segment()
-
-    def _close_segment(self):
-        if self.closed % self.stride == 0:
-            self.segments.append(self.segment.vector().astype(np.float32))
-        self.closed += 1
-        self.segment = None
-        if len(self.segments) == 2 * MAX_SEGMENTS:
-            # Keep every other one, and from now on every other one of the
-            # new: evenly spread over the flow, and bounded.
-            self.segments = self.segments[::2]
-            self.stride *= 2
+        for length in self.held_lengths:
+            part = pairs[done:done + length]
+            self.track.update(part[:, 0].copy(), part[:, 1].copy())
+            done += length
+        self.held = self.held_lengths = None
 
     def series_bytes(self):
-        """Bytes of the bounded multi-scale state: series and segments."""
-        open_segment = self.segment.scales.nbytes() if self.segment else 0
-        return (self.scales.nbytes() + open_segment +
-                sum(vector.nbytes for vector in self.segments))
-
-    def segment_vectors(self):
-        """Closed segments' vectors, and the open one if half full."""
-        vectors = list(self.segments)
-        if self.segment is not None and (
-                not vectors or
-                self.segment.scales.packets >= SEGMENT_PACKETS // 2):
-            vectors.append(self.segment.vector())
-        return np.array(vectors, dtype=float).reshape(
-            -1, len(multiscale.FEATURE_NAMES))
+        """Bytes of the bounded multi-scale state, or of what it waits on."""
+        if self.track is not None:
+            return self.track.nbytes()
+        if self.held is not None:
+            return len(self.held) + 8 * len(self.held_lengths)
+        return 0
 
     def window_cv(self, window):
         return self.windows.window_cv(window)
@@ -361,6 +423,9 @@ class FlowTable(object):
         self.pending = {}
         self.evicted = 0
         self._burst_gap_ns = int(self.options.burst_gap * 1e9)
+        self._multiscale_at = (
+            min(self.options.min_packets, MAX_HELD_PACKETS)
+            if self.options.multiscale else None)
         self._sweeps = SweepClock(self.options.idle_timeout)
 
     def add(self, batch):
@@ -418,9 +483,9 @@ class FlowTable(object):
         """The full state of a flow, from the packets held for it."""
         held = self.pending.pop(key, None)
         if not held:
-            return _FlowState(first_ns)
+            return _FlowState(first_ns, self._multiscale_at)
         pairs = np.frombuffer(held, dtype=np.int64).reshape(-1, 2)
-        state = _FlowState(int(pairs[0, 0]))
+        state = _FlowState(int(pairs[0, 0]), self._multiscale_at)
         state.update(pairs[:, 0].copy(), pairs[:, 1].copy(),
                      self._burst_gap_ns)
         return state
@@ -463,11 +528,18 @@ class FlowTable(object):
                 first_ns=state.first_ns, last_ns=state.last_ns,
                 window_cvs={w: state.window_cv(w) for w in WINDOWS},
                 ipt_counts=dict(state.ipt_counts),
-                burst_starts=starts,
-                multiscale=state.scales.vector(state.windows.cvs()),
-                segments=state.segment_vectors(),
-                series_10ms=state.scales.complete(1)))
+                burst_starts=starts, **self._multiscale(state)))
         return sorted(result, key=lambda f: f.key)
+
+    @staticmethod
+    def _multiscale(state):
+        """The multi-scale fields of a flow's :class:`FlowFeatures`."""
+        track = state.track
+        if track is None:
+            return {}
+        return {'multiscale': track.scales.vector(state.windows.cvs()),
+                'segments': track.segment_vectors(),
+                'series_10ms': track.scales.complete(1)}
 
 
 def read_flows(paths, options=None, tolerant=False, progress=None,

@@ -20,6 +20,7 @@ import sys
 import tqdm
 
 from nova_stealth.analysis import audit
+from nova_stealth.analysis import battery
 from nova_stealth.analysis import battery_report
 from nova_stealth.analysis import detectors as detector_lib
 from nova_stealth.analysis import flows as flow_lib
@@ -78,6 +79,14 @@ def parse_args(argv):
                         help='judge every labelled flow by stratified '
                              'K-fold cross-validation instead of one 80/20 '
                              'split')
+    parser.add_argument('--attackers', metavar='NAMES',
+                        type=arguments.argument_type(attacker_names),
+                        help='the battery\'s attackers to run with --truth, '
+                             'comma-separated, or none (default: %s, and '
+                             'cnn when PyTorch is installed); %s need the '
+                             'multi-scale features, computed only then'
+                             % (', '.join(_ATTACKERS[:-1]), ', '.join(
+                                 battery.MULTISCALE_ATTACKERS)))
     parser.add_argument('--tolerant', action='store_true',
                         help='keep what was read before a corrupt record')
     parser.add_argument('--no-plots', action='store_true')
@@ -91,6 +100,32 @@ def parse_args(argv):
     if not (args.out or args.build_templates):
         parser.error('--out is required (or --build-templates)')
     return args
+
+
+_ATTACKERS = tuple(battery.attackers(cnn=True))
+
+
+def attacker_names(text):
+    """--attackers: the names, in the battery's order ([] for none)."""
+    names = {item.strip() for item in text.split(',') if item.strip()}
+    if names == {'none'}:
+        return []
+    unknown = sorted(names - set(_ATTACKERS))
+    if not names or unknown:
+        raise ValueError('%r: choose from %s, or none'
+                         % (text, ', '.join(_ATTACKERS)))
+    if 'cnn' in names and not battery.sequence_available():
+        raise ValueError('cnn needs PyTorch (the sequence extra of '
+                         'nova_stealth), which is not installed')
+    return [name for name in _ATTACKERS if name in names]
+
+
+def multiscale_needed(args):
+    """Whether the run's battery has an attacker that needs multi-scale."""
+    if not args.truth:
+        return False
+    chosen = _ATTACKERS if args.attackers is None else args.attackers
+    return battery.needs_multiscale(chosen)
 
 
 def load_models(path):
@@ -141,7 +176,8 @@ def main(argv=None):
     options = flow_lib.FlowOptions(tcp_only=not args.all_protocols,
                                    min_packets=args.min_packets,
                                    burst_gap=args.burst_gap_ms / 1000.0,
-                                   idle_timeout=args.idle_timeout)
+                                   idle_timeout=args.idle_timeout,
+                                   multiscale=multiscale_needed(args))
     if args.build_templates:
         return build_templates(args, options)
     try:
@@ -166,13 +202,14 @@ def main(argv=None):
     labels = ([truth.label_of(f.key, labels_by_key) for f in flows]
               if labels_by_key is not None else None)
     report, detectors = audit.run(flows, labels, models, seed=args.seed,
-                                  folds=args.folds)
+                                  folds=args.folds, attackers=args.attackers)
     report['captures'] = [{'path': r.path, 'packets': r.packets,
                            'error': r.error} for r in readers]
     report['options'] = {'tcp_only': options.tcp_only,
                          'min_packets': options.min_packets,
                          'burst_gap_ms': args.burst_gap_ms,
-                         'idle_timeout_s': options.idle_timeout}
+                         'idle_timeout_s': options.idle_timeout,
+                         'multiscale': options.multiscale}
     if tell_table:
         report['tells'], per_flow = tells.summarize(flows, labels,
                                                     tell_table)

@@ -65,6 +65,9 @@ def mode_name(run):
 def labelled_flows(runs, options=None):
     """Every flow of every capture with its label, kind, mode, run, load.
 
+    :param options: :class:`flows.FlowOptions` (default: the attacker's
+        filtering, with the multi-scale features the battery needs)
+
     :returns: [battery.Sample(flow, label, kind, mode, run, load)], labels
         from the truth files; migration flows carry their run's mode; run
         is the run's name (the cross-validation group)
@@ -72,7 +75,9 @@ def labelled_flows(runs, options=None):
     pooled = []
     for run in runs:
         labels = truth.load(run['truth'])
-        flows, _ = flow_lib.read_flows([run['capture']], options)
+        flows, _ = flow_lib.read_flows(
+            [run['capture']],
+            options or flow_lib.FlowOptions(multiscale=True))
         for flow in flows:
             label, kind = truth.label_of(flow.key, labels)
             pooled.append(battery_lib.Sample(flow, label, kind,

@@ -24,12 +24,15 @@ import sys
 import time
 
 import dpkt
+import numpy as np
 import pytest
 
 from nova_stealth.analysis import audit
 from nova_stealth.analysis import detectors
 from nova_stealth.analysis import flows as flow_lib
+from nova_stealth.analysis import multiscale
 from nova_stealth.analysis import truth
+from nova_stealth.cmd import audit as audit_cmd
 from tests import captures
 from tests.functional import netlab
 from tests import paths
@@ -236,6 +239,7 @@ def test_audit_command_end_to_end(recorded, tmp_path):
     assert result.returncode == 0, result.stderr
     with open(tmp_path / 'out' / 'report.json') as report_file:
         report = json.load(report_file)
+    assert report['options']['multiscale'] is True
     pattern = report['detectors']['pattern']
     assert pattern['detection_rate'] == 1.0
     assert pattern['false_positive_rate'] == 0.0
@@ -269,6 +273,64 @@ def test_audit_command_end_to_end(recorded, tmp_path):
          '--out', str(tmp_path / 'again'), '--model', model,
          recorded['ethernet']], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
+
+
+def test_multiscale_features_are_the_same_built_late(recorded):
+    # min_packets=1 builds them from a flow's promotion on, as every flow
+    # had them before they waited for min_packets; without the option the
+    # rest is the same and they are not there.
+    def read(**kwargs):
+        return by_port(flow_lib.read_flows([recorded['ethernet']],
+                                           flow_lib.FlowOptions(**kwargs))[0])
+
+    early = read(min_packets=1, multiscale=True)
+    late = read(multiscale=True)
+    plain = read()
+    assert set(late) == set(plain) == set(PACED) | set(BULK)
+    for port, flow in late.items():
+        assert flow.segments.shape[0] >= 1
+        for name in ('multiscale', 'segments', 'series_10ms'):
+            np.testing.assert_array_equal(getattr(flow, name),
+                                          getattr(early[port], name))
+            assert getattr(plain[port], name) is None
+        assert plain[port].burst_starts.tolist() == (
+            flow.burst_starts.tolist())
+        assert plain[port].ipt_counts == flow.ipt_counts
+        np.testing.assert_array_equal(
+            [plain[port].window_cvs[w] for w in flow_lib.WINDOWS],
+            [flow.window_cvs[w] for w in flow_lib.WINDOWS])
+
+
+def test_the_plain_audit_does_not_compute_multiscale(recorded, tmp_path,
+                                                     monkeypatch):
+    updates = []
+    update = multiscale.ScaleState.update
+
+    def counted(state, times, sizes):
+        updates.append(len(times))
+        return update(state, times, sizes)
+
+    monkeypatch.setattr(multiscale.ScaleState, 'update', counted)
+
+    def run_audit(name, *argv):
+        out = tmp_path / name
+        argv = ['-q', '--no-plots', '--out', str(out)] + list(argv)
+        assert audit_cmd.main(argv + [recorded['ethernet']]) == 0
+        with open(out / 'report.json') as report_file:
+            return json.load(report_file)
+
+    report = run_audit('plain')
+    assert not updates and report['options']['multiscale'] is False
+    report = run_audit('paper', '--truth', recorded['truth'], '--attackers',
+                       'pattern,maxent-100-500-1000')
+    assert not updates and report['options']['multiscale'] is False
+    assert {r['attacker'] for r in report['battery']['results']} == {
+        'pattern', 'maxent-100-500-1000'}
+    # What counts them does count them: the boosted attacker needs them.
+    report = run_audit('gbm', '--truth', recorded['truth'], '--attackers',
+                       'gbm')
+    assert sum(updates) > 10000 and report['options']['multiscale'] is True
+    assert {r['attacker'] for r in report['battery']['results']} == {'gbm'}
 
 
 def test_audit_labels_reverse_direction_apart(recorded):

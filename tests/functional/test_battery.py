@@ -36,7 +36,8 @@ from nova_stealth.analysis import metrics
 from tests import paths
 from tests import synthetic
 
-OPTIONS = flow_lib.FlowOptions(tcp_only=False, min_packets=1000)
+OPTIONS = flow_lib.FlowOptions(tcp_only=False, min_packets=1000,
+                               multiscale=True)
 BUDGET = 0.02
 
 

@@ -22,7 +22,8 @@ NAMES = list(multiscale.FEATURE_NAMES)
 
 
 def features(times, sizes, cuts=()):
-    table = flow_lib.FlowTable(flow_lib.FlowOptions(min_packets=1))
+    table = flow_lib.FlowTable(flow_lib.FlowOptions(min_packets=1,
+                                                    multiscale=True))
     times, sizes = np.asarray(times, np.int64), np.asarray(sizes, np.int64)
     for part_t, part_s in zip(np.split(times, cuts), np.split(sizes, cuts)):
         table.add(test_flows.batch(part_t, part_s))
@@ -96,13 +97,15 @@ def test_memory_is_bounded():
     # 2 hours at one packet per 10 ms: the series stop at their caps, the
     # segments at twice MAX_SEGMENTS.
     times = np.arange(720000, dtype=np.int64) * 10000000
-    table = flow_lib.FlowTable(flow_lib.FlowOptions(min_packets=1))
+    table = flow_lib.FlowTable(flow_lib.FlowOptions(min_packets=1,
+                                                    multiscale=True))
     for part in np.array_split(times, 100):
         table.add(test_flows.batch(part, [100] * len(part)))
     (state,) = table.states.values()
-    for series, (_bin, cap) in zip(state.scales.series, multiscale.SERIES):
+    for series, (_bin, cap) in zip(state.track.scales.series,
+                                   multiscale.SERIES):
         assert cap - 10 <= len(series) <= cap
-    assert len(state.segments) < 2 * flow_lib.MAX_SEGMENTS
+    assert len(state.track.segments) < 2 * flow_lib.MAX_SEGMENTS
     (flow,) = table.flows()
     assert flow.duration == pytest.approx(7200, abs=0.1)
     assert value(flow, 'duration_s') == pytest.approx(7200, abs=0.1)
