@@ -42,35 +42,20 @@ import time
 
 import numpy as np
 
-from audit_throughput import peak_rss_mib  # noqa: H306 (a sibling script)
+import pcap_records  # noqa: H306 (a sibling module)
 
 SNAP = 64
 
 
 def write_capture(path, flow_ids, stamps_us):
     """A pcap with one record per (flow id, time in microseconds)."""
-    header = np.zeros(SNAP, dtype=np.uint8)
-    header[12:14] = (0x08, 0x00)
-    header[14] = 0x45
-    header[16:18] = (0x05, 0xDC)
-    header[22:24] = (64, 6)
-    header[26:28] = (198, 18)
-    header[30:34] = (198, 19, 255, 1)
-    header[36:38] = (0xEE, 0x48)
-    header[46] = 0x50
+    snapshot = pcap_records.tcp_snapshot(SNAP, (198, 18), (198, 19, 255, 1))
     with open(path, 'wb') as out:
-        out.write(np.array([0xA1B2C3D4, 0x00040002, 0, 0, SNAP, 1],
-                           dtype='<u4').tobytes())
+        out.write(pcap_records.file_header(SNAP))
         for start in range(0, len(flow_ids), 1000000):
             ids = np.asarray(flow_ids[start:start + 1000000], np.int64)
-            stamps = np.asarray(stamps_us[start:start + 1000000], np.int64)
-            records = np.zeros((len(ids), 16 + SNAP), dtype=np.uint8)
-            head = records[:, :16].view('<u4')
-            head[:, 0] = stamps // 10 ** 6
-            head[:, 1] = stamps % 10 ** 6
-            head[:, 2] = SNAP
-            head[:, 3] = 1514
-            records[:, 16:] = header
+            records = pcap_records.records(stamps_us[start:start + 1000000],
+                                           snapshot)
             # 198.18.0.0/15 holds 2**17 sources; the source port the rest.
             host = ids & 0x1FFFF
             records[:, 16 + 27] += (host >> 16).astype(np.uint8)
@@ -114,7 +99,7 @@ def child(path, idle_timeout, with_tells, chunk_bytes):
         'packets': readers[0].packets, 'qualifying_flows': len(found),
         'chunks': -(-os.path.getsize(path) // chunk_bytes),
         'cpu_s': time.process_time() - cpu,
-        'peak_rss_mib': peak_rss_mib()}))
+        'peak_rss_mib': pcap_records.peak_rss_mib()}))
 
 
 def measure(path, chunk_mib, idle_timeout=None, with_tells=True):

@@ -44,6 +44,8 @@ import time
 
 import numpy as np
 
+import pcap_records  # noqa: H306 (a sibling module)
+
 FLOWS = 40
 SNAP = 64
 
@@ -51,17 +53,10 @@ SNAP = 64
 def write_capture(path, packets, seed=0):
     """A pcap of TCP flows written with numpy, a million records at a time."""
     rng = np.random.default_rng(seed)
-    header = np.zeros(SNAP, dtype=np.uint8)
-    header[12:14] = (0x08, 0x00)
-    header[14] = 0x45
-    header[16:18] = (0x05, 0xDC)
-    header[22:24] = (64, 6)
-    header[26:30] = (198, 18, 1, 1)
-    header[30:34] = (198, 18, 2, 1)
-    header[46] = 0x50
+    snapshot = pcap_records.tcp_snapshot(SNAP, (198, 18, 1, 1),
+                                         (198, 18, 2, 1))
     with open(path, 'wb') as out:
-        out.write(np.array([0xA1B2C3D4, 0x00040002, 0, 0, SNAP, 1],
-                           dtype='<u4').astype('<u4').tobytes()[:24])
+        out.write(pcap_records.file_header(SNAP))
         now = 1700000000 * 10 ** 6
         done = 0
         while done < packets:
@@ -71,17 +66,10 @@ def write_capture(path, packets, seed=0):
             stamps = now + np.cumsum(gaps).astype(np.int64)
             now = int(stamps[-1])
             flow = rng.integers(0, FLOWS, count)
-            records = np.zeros((count, 16 + SNAP), dtype=np.uint8)
-            head = records[:, :16].view('<u4')
-            head[:, 0] = stamps // 10 ** 6
-            head[:, 1] = stamps % 10 ** 6
-            head[:, 2] = SNAP
-            head[:, 3] = 1514
-            records[:, 16:] = header
+            records = pcap_records.records(stamps, snapshot)
             records[:, 16 + 33] = flow
             port = (40000 + flow).astype('>u2').view(np.uint8).reshape(-1, 2)
             records[:, 16 + 34:16 + 36] = port
-            records[:, 16 + 36:16 + 38] = (0xEE, 0x48)
             out.write(records.tobytes())
             done += count
 
@@ -132,19 +120,6 @@ def dpkt_loop(path):
     return packets, len(times)
 
 
-def peak_rss_mib():
-    """This process's peak resident memory (VmHWM).
-
-    Not getrusage: ru_maxrss survives execve, so a child would report the
-    parent's peak from writing the capture.
-    """
-    with open('/proc/self/status') as status:
-        for line in status:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError('no VmHWM in /proc/self/status')
-
-
 def child(kind, path):
     work = {'ours': ours, 'ours_multiscale': ours_multiscale,
             'dpkt': dpkt_loop}[kind]
@@ -154,7 +129,8 @@ def child(kind, path):
     cpu = time.process_time() - cpu
     wall = time.perf_counter() - wall
     print(json.dumps({'packets': packets, 'flows': flows, 'cpu_s': cpu,
-                      'wall_s': wall, 'peak_rss_mib': peak_rss_mib(),
+                      'wall_s': wall,
+                      'peak_rss_mib': pcap_records.peak_rss_mib(),
                       'packets_per_cpu_s': packets / cpu}))
 
 
