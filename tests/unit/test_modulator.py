@@ -14,6 +14,7 @@
 import errno
 import statistics
 import threading
+import time
 
 import msgpack
 import pytest
@@ -69,12 +70,21 @@ def run_until(loop, ticks):
 
 def test_deadlines_do_not_drift_when_sleep_overshoots():
     fake = FakeTime(oversleep=0.003)
-    loop = modulator.Modulator(SteppedPolicy(), lambda rate: rate, 0.01,
+
+    def slow_change(rate):
+        # Changing the class takes 1.5 ms of the clock.
+        fake.now += 0.0015
+        return rate
+
+    loop = modulator.Modulator(SteppedPolicy(), slow_change, 0.01,
                                clock=fake.clock, sleep=fake.sleep)
     report = run_until(loop, 50)
     assert report['times'] == pytest.approx([0.01 * k for k in range(50)])
-    assert report['lateness'][1:] == pytest.approx([0.003] * 49)
-    assert report['applied'] == report['lateness']
+    # Woken 3 ms late (the first tick is due at once), and the rate in
+    # force 1.5 ms after that.
+    assert report['lateness'] == pytest.approx([0.0] + [0.003] * 49)
+    assert report['applied'] == pytest.approx([0.0015] + [0.0045] * 49)
+    assert report['late'] == 0
     assert report['rates'] == [float(k) for k in range(1, 51)]
     assert report['sent'] == [tree.mib_to_bytes(k) for k in range(1, 51)]
     assert report['skipped'] == 0 and report['error'] is None
@@ -116,11 +126,72 @@ def test_error_stops_the_loop_and_keeps_the_last_rate():
     assert report['rates'] == [1.0, 2.0, 3.0]
 
 
-def test_stop_is_prompt_with_a_real_clock():
-    loop = modulator.Modulator(SteppedPolicy(), lambda rate: 0, 0.01)
+class StopWhileAsleep(FakeTime):
+    """A fake clock whose loop is told to stop in its ``at``-th sleep.
+
+    That sleep waits for the stop and then runs its course: the current
+    tick, which is what :meth:`Modulator.stop` promises to wait for.
+    """
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+        self.sleeps = 0
+        self.loop = None
+        self.asleep = threading.Event()
+        self.slept_after_stop = 0.0
+
+    def sleep(self, seconds):
+        self.sleeps += 1
+        stopping = self.loop._stopping
+        if self.sleeps == self.at:
+            self.asleep.set()
+            assert stopping.wait(10)
+        if stopping.is_set():
+            self.slept_after_stop += seconds
+        super().sleep(seconds)
+
+
+@pytest.mark.parametrize('tick_s', [0.01, 0.5])
+def test_stop_waits_for_the_current_tick_only(tick_s):
+    fake = StopWhileAsleep(at=5)
+    changes = []
+    loop = modulator.Modulator(SteppedPolicy(), changes.append, tick_s,
+                               clock=fake.clock, sleep=fake.sleep)
+    fake.loop = loop
     loop.start()
+    assert fake.asleep.wait(10)
+    before = len(changes)
     loop.stop()
     assert not loop.running
+    # The first tick is due at once: the fifth sleep is the sixth tick's.
+    # The tick asleep when told: its sleep and its change, no other.
+    assert before == 5
+    assert changes[before:] == [tree.mib_to_bytes(6)]
+    assert fake.slept_after_stop == pytest.approx(tick_s)
+    assert loop.report()['ticks'] == 6
+
+
+def test_stop_is_prompt_with_a_real_clock():
+    # Counted in ticks, not timed: what ran after stop() was asked, on a
+    # machine however loaded, is at most the tick under way.
+    changes = []
+    asked = []
+
+    def change(rate):
+        changes.append(time.monotonic())
+        if len(changes) == 3:
+            started.set()
+        return 0
+
+    started = threading.Event()
+    loop = modulator.Modulator(SteppedPolicy(), change, 0.01)
+    loop.start()
+    assert started.wait(10)
+    asked.append(time.monotonic())
+    loop.stop(timeout=10)
+    assert not loop.running
+    assert len([at for at in changes if at > asked[0]]) <= 1
 
 
 class FullPolicy(constant.ConstantRatePolicy):
