@@ -18,7 +18,10 @@ import sys
 
 import pytest
 
+from nova_stealth.backends import recording
 from nova_stealth.shaping import state
+from nova_stealth.shaping import tc_lib
+from tests.unit import interleaving
 
 
 RECORD = {'ifname': 'eth0', 'ifindex': 2, 'mtu': 1500, 'prior': None,
@@ -57,10 +60,84 @@ def test_a_dead_process_or_a_reused_pid_is_not_alive():
     assert not state.is_alive({'pid': me['pid'], 'start': '0'})
 
 
-def test_lock_is_reentrant_across_devices(tmp_path):
-    with state.device_lock(str(tmp_path), 'eth0'):
+def test_a_device_lock_keeps_another_process_out(tmp_path):
+    def hold(pause):
+        with state.device_lock(str(tmp_path), 'eth0'):
+            pause()
+        return 'held'
+
+    def take():
+        with state.device_lock(str(tmp_path), 'eth0'):
+            return 'taken'
+
+    assert interleaving.contend(hold, take) == ('held', 'taken')
+
+
+def test_device_locks_are_apart_and_nest(tmp_path):
+    # While another process holds eth0, this one takes eth1 and, inside
+    # it, eth2: one lock per device, and holding one does not stop the
+    # same process taking another (as sweep and install do).
+    def hold(pause):
+        with state.device_lock(str(tmp_path), 'eth0'):
+            pause()
+
+    def nest():
         with state.device_lock(str(tmp_path), 'eth1'):
-            assert os.path.isdir(tmp_path / 'locks')
+            with state.device_lock(str(tmp_path), 'eth2'):
+                return 'nested'
+
+    pause = interleaving.Pause()
+    holder = interleaving.Child(hold, pause)
+    try:
+        assert pause.wait_reached()
+        # In a child too, so that a lock shared by all devices fails the
+        # test after a while instead of hanging it.
+        assert interleaving.Child(nest).result() == 'nested'
+    finally:
+        pause.release()
+        holder.end()
+    assert os.path.isdir(tmp_path / 'locks')
+
+
+class PausingKernel(recording.RecordingBackend):
+    """The recorded kernel; the first dump stops at ``pause``."""
+
+    def __init__(self, pause=None):
+        super().__init__(host='unit-state')
+        self.pause = pause
+
+    def dump_tc(self, ifindex):
+        if self.pause:
+            pause, self.pause = self.pause, None
+            pause()
+        return super().dump_tc(ifindex)
+
+
+@pytest.fixture
+def kernel():
+    yield PausingKernel()
+    recording.RecordingBackend.forget_hosts()
+
+
+def test_two_processes_shape_one_device_in_turn(tmp_path, kernel):
+    # The holder stops after reading the device's record, inside its
+    # install: a second install of another process must wait, then see
+    # the holder's session and take another class. Each child forks the
+    # kernel with 'first' installed in it, as a host's kernel holds it.
+    tc_lib.Shaper(str(tmp_path), kernel=kernel).install(
+        'first', '198.18.1.2', 61000, 4.0)
+
+    def install(session_id, shaper_kernel):
+        shaper = tc_lib.Shaper(str(tmp_path), kernel=shaper_kernel)
+        return shaper.install(session_id, '198.18.1.2', 61001, 4.0)['slot']
+
+    slots = interleaving.contend(
+        lambda pause: install('a', PausingKernel(pause)),
+        lambda: install('b', PausingKernel()))
+    assert slots == (1, 2)
+    record = state.load(str(tmp_path), recording.DEFAULT_DEVICE['name'])
+    assert {sid: s['slot'] for sid, s in record['sessions'].items()} == {
+        'first': 0, 'a': 1, 'b': 2}
 
 
 def wrong_session():
