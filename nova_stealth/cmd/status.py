@@ -16,12 +16,16 @@ what nova_stealth needs before a migration: the [stealth] options, the
 [libvirt] options that would let QEMU's limiter, a tunnel or plain TCP
 defeat the shaping, the driver, the rootwrap filter, the privsep daemon
 (started as nova-compute starts it), the qdiscs of the migration device,
-the chaff responder and its credentials. Exit status as oslo.upgradecheck's:
-0 all passed, 1 a warning, 2 a failure, 255 a check could not run.
+the chaff responder and its credentials; and, through placement and the
+compute API, the other compute nodes that advertise the trait and, under
+``require_stealth``, the flavors that require it. Exit status as
+oslo.upgradecheck's: 0 all passed, 1 a warning, 2 a failure, 255 a check
+could not run.
 """
 
 import os
 import shlex
+import socket
 import sys
 
 from oslo_config import cfg
@@ -29,12 +33,14 @@ from oslo_privsep import priv_context
 from oslo_upgradecheck import upgradecheck
 
 from nova_stealth.chaff import tls
+from nova_stealth.cmd import cloud
 from nova_stealth import conf as stealth_conf
 from nova_stealth import exception
 from nova_stealth import privileged
 from nova_stealth.privileged import tc
 from nova_stealth.shaping import tc_lib
 from nova_stealth import version
+from nova_stealth import virt
 
 Code = upgradecheck.Code
 Result = upgradecheck.Result
@@ -46,6 +52,7 @@ TCP_LISTEN = '0A'
 #: The Nova options the checks read, registered on a configuration of our
 #: own (never Nova's global one), as Nova defines them.
 NOVA_OPTS = [cfg.StrOpt('compute_driver'),
+             cfg.StrOpt('host', default=socket.gethostname()),
              cfg.StrOpt('rootwrap_config', default='/etc/nova/rootwrap.conf')]
 NOVA_LIBVIRT_OPTS = [
     cfg.IntOpt('live_migration_bandwidth', default=0),
@@ -261,6 +268,49 @@ class Checks(upgradecheck.UpgradeCommands):
                           ','.join(map(str, idle)))
         return Result(Code.SUCCESS)
 
+    def _check_peers(self):
+        """Which compute nodes advertise the trait, as placement says."""
+        try:
+            providers = cloud.compute_providers(self.conf)
+        except Exception as e:
+            return Result(Code.WARNING, 'not checked: %s' % e)
+        stealth = sorted(name for name, has in providers.items() if has)
+        plain = sorted(name for name, has in providers.items() if not has)
+        details = 'with %s: %s; without: %s' % (
+            virt.TRAIT, ', '.join(stealth) or 'none',
+            ', '.join(plain) or 'none')
+        if self.conf.stealth.enabled and self.conf.host not in stealth:
+            return Result(Code.WARNING,
+                          'this node (%s) does not advertise %s: has '
+                          'nova-compute started with nova_stealth? %s' % (
+                              self.conf.host, virt.TRAIT, details))
+        if not [name for name in stealth if name != self.conf.host]:
+            return Result(Code.WARNING,
+                          'no other compute node advertises %s: migrations '
+                          'from here go unshaped, or are refused under '
+                          '[stealth] require_stealth; %s' % (virt.TRAIT,
+                                                             details))
+        return Result(Code.SUCCESS, details)
+
+    def _check_flavors(self):
+        """Under require_stealth, do flavors steer the scheduler?"""
+        if not self.conf.stealth.require_stealth:
+            return Result(Code.SUCCESS)
+        try:
+            lacking = cloud.flavors_not_requiring_the_trait(self.conf)
+        except Exception as e:
+            return Result(Code.WARNING, 'not checked: %s' % e)
+        if lacking:
+            return Result(
+                Code.WARNING,
+                '[stealth] require_stealth is set, but flavors %s lack '
+                '%s=required: the scheduler may send their servers\' '
+                'migrations to a node without nova_stealth, where they are '
+                'refused (openstack flavor set --property %s=required; a '
+                'server keeps the flavor it was built with until resized)' %
+                (', '.join(lacking), cloud.REQUIRED_SPEC, cloud.REQUIRED_SPEC))
+        return Result(Code.SUCCESS)
+
     _upgrade_checks = (
         ('[stealth] options', _check_options),
         ('Driver', _needs_valid_options(_check_driver)),
@@ -270,6 +320,8 @@ class Checks(upgradecheck.UpgradeCommands):
         ('Egress qdiscs', _needs_valid_options(_check_egress_qdisc)),
         ('Chaff responder', _needs_valid_options(_check_chaff_responder)),
         ('Chaff TLS credentials', _needs_valid_options(_check_chaff_tls)),
+        ('Stealth peers', _check_peers),
+        ('Flavors', _check_flavors),
     )
 
 
@@ -299,6 +351,7 @@ def main(argv=None):
     conf.register_opts(NOVA_OPTS)
     conf.register_opts(NOVA_LIBVIRT_OPTS, group='libvirt')
     conf.register_opts(NOVA_WORKAROUNDS_OPTS, group='workarounds')
+    cloud.register_opts(conf)
     # upgradecheck.main() with a --version: oslo.config adds it when
     # given the version.
     upgradecheck.register_cli_options(conf, Checks(conf))

@@ -68,7 +68,12 @@ def test_a_ready_node_passes(tmp_path, capsys, link):
     assert results['Privsep daemon'] == (0, None)
     assert results['Egress qdiscs'] == (0, (
         's0 (route to %s): no qdisc an operator configured' % link.DST_V4))
-    assert all(result == 0 for result, _ in results.values()), results
+    # No placement here: the cloud's checks say so; every other passes.
+    cloud = ('Stealth peers', 'Flavors')
+    assert results['Stealth peers'][1].startswith('not checked: ')
+    assert code == 1
+    assert all(result == 0 for name, (result, _) in results.items()
+               if name not in cloud), results
 
 
 def test_a_helper_that_fails_is_named(tmp_path, capsys, link):
@@ -86,8 +91,9 @@ def test_a_helper_that_fails_is_named(tmp_path, capsys, link):
         'not checked: the privsep daemon did not start')
 
 
-@pytest.mark.parametrize('allow', [False, True])
-@pytest.mark.parametrize('name', sorted(QDISCS))
+@pytest.mark.parametrize('name,allow', [
+    ('kernel default', False), ('tbf root', False), ('tbf root', True),
+    ('bfifo root', False), ('pfifo_fast root', False)])
 def test_the_qdisc_check_says_what_the_shaper_does(tmp_path, capsys, link,
                                                    shaper, name, allow):
     for command in QDISCS[name]:

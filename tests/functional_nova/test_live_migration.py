@@ -114,10 +114,14 @@ class StealthMigrationTestBase(libvirt_base.ServersTestBase,
         if self.outcome == 'hold':
             dom._job_type = fakelibvirt.VIR_DOMAIN_JOB_UNBOUNDED
             return
-        self.dest.driver._host.get_connection().createXML(
+        self._migration_target().driver._host.get_connection().createXML(
             params['destination_xml'],
             'fake-createXML-doesnt-care-about-flags')
         dom.complete_job()
+
+    def _migration_target(self):
+        """The compute service the fake migration lands on."""
+        return self.dest
 
     @staticmethod
     def _abort_stub(domain):

@@ -197,3 +197,34 @@ def test_a_missing_filter_and_the_plain_driver(tmp_path, capsys, listener,
     assert results['Rootwrap filter'][0] == 2
     assert 'no rootwrap.d/nova-stealth.filters' in \
         results['Rootwrap filter'][1]
+
+
+def test_without_placement_credentials_the_cloud_checks_say_so(
+        tmp_path, capsys, credentials):
+    code, results = check(tmp_path, capsys, with_options(
+        credentials, require_stealth='true'))
+    said = ('not checked: [placement] has no auth_type, so placement and '
+            'the compute API cannot be asked')
+    assert results['Stealth peers'] == (1, said)
+    assert results['Flavors'] == (1, said)
+
+
+def test_an_unreachable_placement_is_a_warning(tmp_path, capsys,
+                                               credentials):
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        closed = sock.getsockname()[1]
+    sections = with_options(credentials, require_stealth='true')
+    sections['placement'] = {'auth_type': 'admin_token', 'token': 'admin',
+                             'endpoint': 'http://127.0.0.1:%d/' % closed}
+    code, results = check(tmp_path, capsys, sections)
+    for name in ('Stealth peers', 'Flavors'):
+        result, details = results[name]
+        assert result == 1
+        assert details.startswith('not checked: Unable to establish '
+                                  'connection to http://127.0.0.1:%d/' %
+                                  closed), details
+    # Without require_stealth, flavors need not require the trait.
+    del sections['stealth']['require_stealth']
+    code, results = check(tmp_path, capsys, sections)
+    assert results['Flavors'] == (0, None)
