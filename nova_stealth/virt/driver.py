@@ -369,7 +369,9 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
             if CONF.stealth.require_stealth:
                 LOG.error('Refusing to live-migrate to %s, which does not '
                           'run nova_stealth: [stealth] require_stealth is '
-                          'set', dest, instance=instance)
+                          'set (a flavor or image requiring %s=required '
+                          'makes the scheduler pick only nodes that do)',
+                          dest, 'trait:' + virt.TRAIT, instance=instance)
                 recover_method(context, instance, dest, migrate_data)
                 return
             LOG.warning('The destination %s does not run nova_stealth: '

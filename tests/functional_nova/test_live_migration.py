@@ -376,7 +376,11 @@ class TestPlainDestination(StealthMigrationTestBase):
         self.assertEqual('src', self._host_of(self.server))
         self.assertEqual([], self.calls)
         self.assertIn('Refusing to live-migrate to dest, which does not run '
-                      'nova_stealth', self.stdlog.logger.output)
+                      'nova_stealth: [stealth] require_stealth is set (a '
+                      'flavor or image requiring '
+                      'trait:CUSTOM_NOVA_STEALTH=required makes the '
+                      'scheduler pick only nodes that do)',
+                      self.stdlog.logger.output)
         self._wait_clean('src')
 
 
