@@ -62,6 +62,7 @@ def cpu_seconds(children=False):
 
 def inner(args):
     """Runs inside the source namespace; prints the figures as JSON."""
+    from nova_stealth import backends
     from nova_stealth.policy import paper
     from nova_stealth import privileged
     from nova_stealth.privileged import rtnl
@@ -72,7 +73,7 @@ def inner(args):
     # Already root in the namespace: run the entrypoints in this process,
     # as the privsep daemon would, instead of starting one.
     privileged.net_admin.set_client_mode(False)
-    shaper = tc_lib.Shaper(args.state_dir)
+    shaper = tc_lib.Shaper(args.state_dir, backends.load('pyroute2'))
     session = shaper.install('bench', DST_V4, PORT, 4.0, ifname='s0')
     ifindex, classid = session['ifindex'], session['classid']
     parent = tree.handle(tree.PARENT_MINOR)

@@ -44,6 +44,7 @@ import time
 
 import numpy as np
 
+from nova_stealth import backends
 from nova_stealth.chaff import schedules
 from nova_stealth.chaff import sender as sender_lib
 from nova_stealth import exception
@@ -142,7 +143,8 @@ class SourceSession(object):
     :param port: the migration's data port on the destination
     :param memory_bytes: the guest's memory, for the chaff's byte budget
     :param shaper: a :class:`nova_stealth.shaping.tc_lib.Shaper` (built
-        from ``group`` if None)
+        from ``group``, with the backend ``[stealth] backend`` names, if
+        None)
     :param socket_factory: makes the chaff's sockets, like socket.socket
     :param chaff_sender: makes the chaff sender, taking the arguments of
         :class:`nova_stealth.chaff.sender.ChaffSender` (default: that
@@ -162,7 +164,8 @@ class SourceSession(object):
         self.peer = peer
         self.port = port
         self.memory_bytes = memory_bytes
-        self.shaper = shaper or tc_lib.Shaper.from_conf(group)
+        self.shaper = shaper or tc_lib.Shaper.from_conf(
+            group, backends.load(group.backend))
         self.chaff_sender = chaff_sender or functools.partial(
             sender_lib.ChaffSender, socket_factory=socket_factory)
         self.seed = seed

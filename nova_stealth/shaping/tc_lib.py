@@ -13,15 +13,14 @@
 
 :class:`Shaper` decides what the tree looks like (through
 :mod:`nova_stealth.shaping.tree`), records it on disk before touching the
-kernel, and calls the thin entrypoints of
-:mod:`nova_stealth.privileged.tc` to do it. Every change to a device happens
-under that device's inter-process lock.
+kernel, and acts through the kernel backend it is given (the privsep
+entrypoints of :mod:`nova_stealth.privileged.tc` on a compute node). Every
+change to a device happens under that device's inter-process lock.
 """
 
 import logging
 import os
 
-from nova_stealth import backends
 from nova_stealth import exception
 from nova_stealth.privileged import rtnl
 from nova_stealth.shaping import state
@@ -109,13 +108,14 @@ class Shaper(object):
     :param chaff_port_blocks: (port, mask) pairs that the chaff class takes
     :param chaff_rate_mib: rate of the chaff class, in MiB/s
     :param kernel: the :class:`nova_stealth.backends.base.KernelBackend`
-        to act through (the real kernel if None)
+        to act through; the caller chooses it (see
+        :func:`nova_stealth.backends.load`), so that shaping imports no
+        backend
     """
 
-    def __init__(self, state_dir, link_rate_mbit=100000,
+    def __init__(self, state_dir, kernel, link_rate_mbit=100000,
                  allow_replace_root_qdisc=False, egress_device=None,
-                 chaff_port_blocks=(), chaff_rate_mib=2.0, kernel=None,
-                 records_dir=None):
+                 chaff_port_blocks=(), chaff_rate_mib=2.0, records_dir=None):
         self.state_dir = state_dir
         self.records_dir = records_dir or state_dir
         self.service = os.path.abspath(state_dir)
@@ -124,25 +124,25 @@ class Shaper(object):
         self.egress_device = egress_device
         self.chaff_port_blocks = [tuple(b) for b in chaff_port_blocks]
         self.chaff_rate = tree.mib_to_bytes(chaff_rate_mib)
-        # Injected; by default the real kernel, found as any backend is.
-        self.kernel = kernel or backends.load('pyroute2')
+        self.kernel = kernel
 
     @classmethod
-    def from_conf(cls, group, kernel=None, state_dir=None, records_dir=None):
+    def from_conf(cls, group, kernel, state_dir=None, records_dir=None):
         """Build the shaper from the loaded [stealth] option group.
 
-        :param kernel: the backend (default: ``[stealth] backend``)
+        :param kernel: the backend, loaded by the caller as
+            ``[stealth] backend`` names it
         :param state_dir: instead of ``[stealth] state_dir``
         :param records_dir: where device records are shared (default:
             the state directory)
         """
-        return cls(state_dir or group.state_dir, records_dir=records_dir,
+        return cls(state_dir or group.state_dir, kernel,
+                   records_dir=records_dir,
                    link_rate_mbit=group.link_rate_mbit,
                    allow_replace_root_qdisc=group.allow_replace_root_qdisc,
                    egress_device=group.egress_device,
                    chaff_port_blocks=tree.port_blocks(group.chaff_ports),
-                   chaff_rate_mib=max(group.chaff_max_rate, 0.01),
-                   kernel=kernel or backends.load(group.backend))
+                   chaff_rate_mib=max(group.chaff_max_rate, 0.01))
 
     def device_for(self, peer):
         """Return the device whose egress carries traffic to ``peer``."""

@@ -16,6 +16,7 @@ import pytest
 
 from oslo_config import cfg
 
+from nova_stealth import backends
 from nova_stealth import privileged
 from nova_stealth.shaping import tc_lib
 from tests.functional import netlab
@@ -49,5 +50,5 @@ def privsep_in_src(link):
 @pytest.fixture
 def shaper(tmp_path, privsep_in_src):
     """A Shaper for the source namespace, with its own state directory."""
-    return tc_lib.Shaper(str(tmp_path / 'state'),
+    return tc_lib.Shaper(str(tmp_path / 'state'), backends.load('pyroute2'),
                          chaff_port_blocks=[(0x7000, 0xFF00)])

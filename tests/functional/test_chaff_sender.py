@@ -178,8 +178,9 @@ def change(bins, at):
 
 @pytest.fixture
 def chaffed_shaper(tmp_path, privsep_in_src):
+    from nova_stealth import backends
     from nova_stealth.shaping import tc_lib
-    return tc_lib.Shaper(str(tmp_path / 'state'),
+    return tc_lib.Shaper(str(tmp_path / 'state'), backends.load('pyroute2'),
                          chaff_port_blocks=[(61500, 0xFFFC)],
                          chaff_rate_mib=8.0)
 

@@ -24,6 +24,7 @@ import time
 import numpy as np
 import pytest
 
+from nova_stealth import backends
 from nova_stealth import exception
 from nova_stealth import privileged
 from nova_stealth.shaping import state
@@ -238,10 +239,11 @@ def test_modulator_error_is_reported(link, shaper):
 CRASHING_OWNER = '''
 import sys, time
 from oslo_config import cfg
+from nova_stealth import backends
 from nova_stealth.shaping import tc_lib
 cfg.CONF.set_override('helper_command', sys.argv[1],
                       group='nova_stealth_privileged')
-shaper = tc_lib.Shaper(sys.argv[2])
+shaper = tc_lib.Shaper(sys.argv[2], backends.load('pyroute2'))
 session = shaper.install('crashed', sys.argv[3], 61009, 4.0)
 shaper.start_modulator(session, 'paper',
                        {'min_rate': 1, 'max_rate': 16, 'start_rate': 4}, 0.01)
@@ -362,7 +364,8 @@ def test_sweep_removes_a_tree_whose_record_is_unreadable(link, shaper):
 def two_services(tmp_path, privsep_in_src):
     """Two compute services' shapers on one kernel: two state dirs."""
     shared = str(tmp_path / 'kernels' / 'one')
-    return [tc_lib.Shaper(str(tmp_path / host), records_dir=shared,
+    return [tc_lib.Shaper(str(tmp_path / host), backends.load('pyroute2'),
+                          records_dir=shared,
                           chaff_port_blocks=[(0x7000, 0xFF00)])
             for host in ('compute-a', 'compute-b')]
 

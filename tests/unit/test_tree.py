@@ -149,7 +149,9 @@ def test_shaper_takes_the_chaff_ports_from_the_options(write_conf):
     from nova_stealth.shaping import tc_lib
     conf = write_conf(chaff_ports='61500-61503', chaff_max_rate='3',
                       link_rate_mbit='10000', state_dir='/tmp/nowhere')
-    shaper = tc_lib.Shaper.from_conf(conf.stealth)
+    kernel = object()
+    shaper = tc_lib.Shaper.from_conf(conf.stealth, kernel)
+    assert shaper.kernel is kernel
     assert shaper.chaff_port_blocks == [(61500, 0xFFFC)]
     assert shaper.chaff_rate == tree.mib_to_bytes(3)
     assert shaper.link_rate == tree.mbit_to_bytes(10000)
