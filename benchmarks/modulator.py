@@ -65,7 +65,7 @@ def inner(args):
     from nova_stealth import backends
     from nova_stealth.policy import paper
     from nova_stealth import privileged
-    from nova_stealth.privileged import rtnl
+    from nova_stealth import rtnl
     from nova_stealth.shaping import modulator
     from nova_stealth.shaping import tc_lib
     from nova_stealth.shaping import tree

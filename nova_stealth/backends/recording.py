@@ -21,13 +21,12 @@ connections. What the shaper installs here is what it installs for real.
 
 import collections
 import errno
-import struct
 import threading
 import time
 
 from nova_stealth.backends import base
 from nova_stealth import policy as rate_policies
-from nova_stealth.privileged import rtnl
+from nova_stealth import rtnl
 from nova_stealth.shaping import modulator as modulator_lib
 from nova_stealth.shaping import tree
 
@@ -35,11 +34,6 @@ from nova_stealth.shaping import tree
 DEFAULT_DEVICE = {'name': 'stealth0', 'index': 2, 'mtu': 1500}
 _HOSTS = {}
 _HOSTS_LOCK = threading.Lock()
-
-
-def _message(msg_type, body):
-    return rtnl.NLMSGHDR.pack(rtnl.NLMSGHDR.size + len(body), msg_type, 0,
-                              0, 0) + body
 
 
 def _refuse(code, what):
@@ -116,7 +110,7 @@ class RecordingBackend(base.KernelBackend):
             for message in snapshot['classes']:
                 found['classes'][rtnl.message_handles(message)[1]] = message
             for message in snapshot['filters']:
-                info = rtnl.TCMSG.unpack_from(message, rtnl.NLMSGHDR.size)[4]
+                info = rtnl.message_info(message)
                 found['filters'][info] = message
 
     def replace_root_htb(self, ifindex, handle, default_minor):
@@ -124,7 +118,7 @@ class RecordingBackend(base.KernelBackend):
             found = self.trees[ifindex]
             for part in found.values():
                 part.clear()
-            found['qdiscs'][handle] = _message(
+            found['qdiscs'][handle] = rtnl.netlink_message(
                 rtnl.RTM_NEWQDISC,
                 rtnl.tcmsg(ifindex, handle, rtnl.TC_H_ROOT) +
                 rtnl.htb_qdisc_options(default_minor))
@@ -164,17 +158,18 @@ class RecordingBackend(base.KernelBackend):
             found = self.trees[ifindex]
             body = (rtnl.filter_tcmsg(ifindex, parent, prio, protocol) +
                     rtnl.u32_options([tuple(k) for k in keys], classid))
-            info = rtnl.TCMSG.unpack_from(body)[4]
+            info = rtnl.TCMSG.unpack_from(body)['info']
             if info in found['filters']:
                 _refuse(errno.EEXIST, 'filter at priority %d' % prio)
             if classid not in found['classes']:
                 _refuse(errno.EINVAL, 'class %s' % tree.handle_text(classid))
-            found['filters'][info] = _message(rtnl.RTM_NEWTFILTER, body)
+            found['filters'][info] = rtnl.netlink_message(
+                rtnl.RTM_NEWTFILTER, body)
 
     def delete_filters(self, ifindex, parent, prio, protocol):
         with self.lock:
             info = rtnl.TCMSG.unpack_from(
-                rtnl.filter_tcmsg(ifindex, parent, prio, protocol))[4]
+                rtnl.filter_tcmsg(ifindex, parent, prio, protocol))['info']
             return self.trees[ifindex]['filters'].pop(info, None) is not None
 
     # Modulators ----------------------------------------------------------
@@ -255,16 +250,16 @@ class RecordingBackend(base.KernelBackend):
 
     @staticmethod
     def _class_message(ifindex, handle, parent, shape):
-        return _message(rtnl.RTM_NEWTCLASS,
-                        rtnl.tcmsg(ifindex, handle, parent) +
-                        rtnl.htb_class_options(**shape))
+        return rtnl.netlink_message(
+            rtnl.RTM_NEWTCLASS, rtnl.tcmsg(ifindex, handle, parent) +
+            rtnl.htb_class_options(**shape))
 
     @staticmethod
     def _filter_classid(message):
         options = rtnl.parse_attrs(
             message, rtnl.NLMSGHDR.size + rtnl.TCMSG.size)[rtnl.TCA_OPTIONS]
         nested = rtnl.parse_attrs(options)
-        return struct.unpack('=I', nested[rtnl.TCA_U32_CLASSID])[0]
+        return rtnl.U32.unpack(nested[rtnl.TCA_U32_CLASSID])[0]
 
 
 class RecordedChaff(object):

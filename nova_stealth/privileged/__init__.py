@@ -17,11 +17,13 @@ node; a test or the testbed starts it inside a namespace through the
 ``helper_command`` option of its section.
 
 What runs inside the daemon, and nothing else: the entrypoints of ``tc``
-(one kernel operation each), the daemon's own safety checks in ``guard``,
-and each migration's rate modulator (``modulator``: the tick loop of
-:mod:`nova_stealth.shaping.modulator` with the rate-policy plugin it
-builds, on a netlink socket of its own). The netlink codec ``rtnl`` is pure
-encoding, used on both sides.
+(one kernel operation each, every request checked first by ``guard``, the
+daemon's own safety checks) and, for each migration, its modulator
+(``modulator``): the tick loop of :mod:`nova_stealth.shaping.modulator` and
+the rate-policy plugin it builds (:mod:`nova_stealth.policy`), on a netlink
+socket of its own. The messages are encoded by :mod:`nova_stealth.rtnl`, a
+pure codec outside this package that the unprivileged side reads dumps with
+too.
 """
 
 from oslo_privsep import capabilities as caps

@@ -19,7 +19,7 @@ against the daemon's bounds first.
 
 from nova_stealth import policy as rate_policies
 from nova_stealth.privileged import guard
-from nova_stealth.privileged import rtnl
+from nova_stealth import rtnl
 from nova_stealth.shaping import modulator
 from nova_stealth.shaping import tree
 

@@ -18,7 +18,7 @@ namespace of the privsep daemon. The rate modulator also runs here, next to
 the netlink socket it drives, so that a tick costs no privsep round trip.
 
 pyroute2 serves the look-ups (links and routes); the tc messages themselves
-go through :mod:`nova_stealth.privileged.rtnl`, which is cheap enough for
+go through :mod:`nova_stealth.rtnl`, which is cheap enough for
 the modulator's 100 Hz hot path and can replay a dumped tree byte for byte.
 """
 
@@ -32,7 +32,7 @@ import pyroute2
 from nova_stealth import privileged
 from nova_stealth.privileged import guard
 from nova_stealth.privileged import modulator as modulator_lib
-from nova_stealth.privileged import rtnl
+from nova_stealth import rtnl
 from nova_stealth.shaping import tree
 
 TC_H_INGRESS = 0xFFFFFFF1
@@ -162,7 +162,8 @@ def _check_snapshot(ifindex, snapshot):
                     rtnl.NLMSGHDR.size + rtnl.TCMSG.size <= len(message) <=
                     guard.MAX_MESSAGE_BYTES):
                 raise guard.Refused('%s: not a tc message' % part)
-            length, kind = rtnl.NLMSGHDR.unpack_from(message)[:2]
+            header = rtnl.NLMSGHDR.unpack_from(message)
+            length, kind = header['length'], header['type']
             if length != len(message) or kind != msg_type:
                 raise guard.Refused('%s: message of type %d and length %d '
                                     'is not a dumped one' % (part, kind,

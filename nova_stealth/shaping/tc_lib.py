@@ -22,7 +22,7 @@ import logging
 import os
 
 from nova_stealth import exception
-from nova_stealth.privileged import rtnl
+from nova_stealth import rtnl
 from nova_stealth.shaping import state
 from nova_stealth.shaping import tree
 

@@ -33,7 +33,7 @@ import nova.virt.stealth  # noqa: F401
 
 from nova_stealth.backends import recording
 from nova_stealth.ports import leases as leases_lib
-from nova_stealth.privileged import rtnl
+from nova_stealth import rtnl
 from nova_stealth.shaping import state
 from nova_stealth.shaping import tree
 from nova_stealth.virt import node
@@ -202,8 +202,7 @@ class StealthMigrationTestBase(libvirt_base.ServersTestBase,
         protocol, keys = tree.migration_filter(peer, port)
         body = (rtnl.filter_tcmsg(ifindex, tree.ROOT_HANDLE, prio, protocol) +
                 rtnl.u32_options([tuple(k) for k in keys], classid))
-        return rtnl.NLMSGHDR.pack(rtnl.NLMSGHDR.size + len(body),
-                                  rtnl.RTM_NEWTFILTER, 0, 0, 0) + body
+        return rtnl.netlink_message(rtnl.RTM_NEWTFILTER, body)
 
 
 class TestConcurrencyMode(StealthMigrationTestBase):
@@ -307,9 +306,8 @@ class TestStealthedMigration(StealthMigrationTestBase):
         operator_root = 0x10000  # 1:
         tbf = rtnl.tcmsg(2, operator_root, rtnl.TC_H_ROOT) + rtnl.attr(
             rtnl.TCA_KIND, b'tbf\0')
-        snapshot = {'qdiscs': [rtnl.NLMSGHDR.pack(
-            rtnl.NLMSGHDR.size + len(tbf), rtnl.RTM_NEWQDISC, 0, 0, 0) +
-            tbf], 'classes': [], 'filters': []}
+        snapshot = {'qdiscs': [rtnl.netlink_message(rtnl.RTM_NEWQDISC, tbf)],
+                    'classes': [], 'filters': []}
         self._backend('src').replay_tc(2, snapshot)
         self._live_migrate(self.server, 'failed', 'ACTIVE')
         self.assertEqual('src', self._host_of(self.server))

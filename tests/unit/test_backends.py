@@ -20,7 +20,7 @@ from nova_stealth import backends
 from nova_stealth.backends import pyroute2 as pyroute2_backend
 from nova_stealth.backends import recording
 from nova_stealth import exception
-from nova_stealth.privileged import rtnl
+from nova_stealth import rtnl
 from nova_stealth.shaping import state
 from nova_stealth.shaping import tc_lib
 from nova_stealth.shaping import tree
@@ -120,8 +120,7 @@ def qdisc(handle, parent, kind):
     """A dumped qdisc message of device 2, as the kernel shows one."""
     body = rtnl.tcmsg(2, handle, parent) + rtnl.attr(rtnl.TCA_KIND,
                                                      kind + b'\0')
-    return rtnl.NLMSGHDR.pack(rtnl.NLMSGHDR.size + len(body),
-                              rtnl.RTM_NEWQDISC, 0, 0, 0) + body
+    return rtnl.netlink_message(rtnl.RTM_NEWQDISC, body)
 
 
 def operator_tree(kernel, *qdiscs):

@@ -14,10 +14,14 @@
 import socket
 import threading
 
+from pyroute2 import netlink
 from pyroute2.netlink.rtnl import tcmsg
+from pyroute2.netlink.rtnl.tcmsg import cls_u32
+from pyroute2.netlink.rtnl.tcmsg import common
+from pyroute2.netlink.rtnl.tcmsg import sched_htb
 import pytest
 
-from nova_stealth.privileged import rtnl
+from nova_stealth import rtnl
 from nova_stealth.shaping import tree
 
 
@@ -55,7 +59,8 @@ def run_briefly(call):
 def test_a_reply_whose_length_is_wrong_is_refused(length):
     # Our sequence number (1), a length that covers less than its header
     # or more than the datagram: the old reader spun on the zero length.
-    reply = rtnl.NLMSGHDR.pack(length, rtnl.NLMSG_ERROR, 0, 1, 0) + bytes(4)
+    reply = rtnl.NLMSGHDR.pack(length=length, type=rtnl.NLMSG_ERROR,
+                               seq=1) + bytes(4)
     netlink = answer_with(reply)
     with netlink.sock:
         raised = run_briefly(lambda: netlink.request(
@@ -67,8 +72,7 @@ def test_a_reply_whose_length_is_wrong_is_refused(length):
 
 
 def test_an_ack_with_our_sequence_number_ends_the_request():
-    reply = rtnl.NLMSGHDR.pack(rtnl.NLMSGHDR.size + 4, rtnl.NLMSG_ERROR, 0,
-                               1, 0) + bytes(4)
+    reply = rtnl.netlink_message(rtnl.NLMSG_ERROR, bytes(4), seq=1)
     netlink = answer_with(reply)
     with netlink.sock:
         assert netlink.request(rtnl.RTM_GETQDISC, 0,
@@ -77,11 +81,45 @@ def test_an_ack_with_our_sequence_number_ends_the_request():
 
 def pyroute2_decoded(msg_type, body):
     """Our message as pyroute2's own tcmsg class decodes it."""
-    message = rtnl.NLMSGHDR.pack(rtnl.NLMSGHDR.size + len(body), msg_type,
-                                 0, 0, 0) + body
+    message = rtnl.netlink_message(msg_type, body)
     decoded = tcmsg.tcmsg(message)
     decoded.decode()
+    assert decoded['header']['length'] == len(message)
+    assert decoded['header']['type'] == msg_type
     return decoded
+
+
+#: Our names where pyroute2's differ: the kernel calls these bytes of
+#: struct tc_ratespec ``linklayer`` now, and nlmsghdr's field nlmsg_seq.
+RENAMED = {'rate_linklayer': 'rate___reserved',
+           'ceil_linklayer': 'ceil___reserved', 'seq': 'sequence_number'}
+
+
+@pytest.mark.parametrize('ours, theirs', [
+    (rtnl.NLMSGHDR, netlink.nlmsg.header),
+    (rtnl.NLMSGERR, netlink.nlmsgerr.fields),
+    (rtnl.TCMSG, tcmsg.tcmsg.fields),
+    (rtnl.TC_HTB_OPT, sched_htb.options.htb_parms.fields),
+    (rtnl.TC_HTB_GLOB, sched_htb.options.htb_glob.fields),
+    (rtnl.TC_U32_SEL, cls_u32.options.u32_sel.fields),
+    (rtnl.TC_U32_KEY, cls_u32.options.u32_sel.u32_key.fields),
+    (rtnl.GNET_STATS_BASIC, common.stats2.basic.fields),
+])
+def test_structs_are_pyroute2s(ours, theirs):
+    assert [(RENAMED.get(name, name), code)
+            for name, code in ours.fields] == list(theirs)
+
+
+def test_a_struct_packs_its_fields_by_name():
+    packed = rtnl.TC_U32_KEY.pack(key_mask=0xFFFF, key_val=0x1234, key_off=20)
+    # Mask and value in network order, the offset in host order.
+    assert packed[:8] == bytes.fromhex('0000ffff00001234')
+    assert rtnl.TC_U32_KEY.unpack_from(packed) == {
+        'key_mask': 0xFFFF, 'key_val': 0x1234, 'key_off': 20,
+        'key_offmask': 0}
+    with pytest.raises(TypeError, match='struct tc_u32_key has no field '
+                       'mask'):
+        rtnl.TC_U32_KEY.pack(mask=1)
 
 
 @pytest.mark.parametrize('rate', [4 << 20, 1 << 35])
@@ -95,6 +133,8 @@ def test_htb_class_as_pyroute2_reads_it(rate):
     assert decoded.get_attr('TCA_KIND') == 'htb'
     options = decoded.get_attr('TCA_OPTIONS')
     parms = options.get_attr('TCA_HTB_PARMS')
+    assert parms['rate___reserved'] == parms['ceil___reserved'] == (
+        rtnl.TC_LINKLAYER_ETHERNET)
     assert parms['rate'] == min(rate, rtnl.U32_MAX)
     assert parms['ceil'] == min(2 * rate, rtnl.U32_MAX)
     # The kernel's buffers are the time to send the burst, in 64 ns ticks.

@@ -15,7 +15,7 @@ import struct
 
 import pytest
 
-from nova_stealth.privileged import rtnl
+from nova_stealth import rtnl
 from nova_stealth.shaping import tree
 
 
@@ -87,10 +87,10 @@ def test_htb_class_options_layout():
     attrs = rtnl.parse_attrs(encoded)
     assert attrs[rtnl.TCA_KIND] == b'htb\0'
     nested = rtnl.parse_attrs(attrs[rtnl.TCA_OPTIONS])
-    parms = rtnl.HTB_OPT.unpack(nested[rtnl.TCA_HTB_PARMS])
-    assert parms[1] == rtnl.TC_LINKLAYER_ETHERNET
-    assert parms[5] == parms[11] == 1000000
-    assert parms[12] == int(5500 * 1e9 / 1000000 / 64)
+    parms = rtnl.TC_HTB_OPT.unpack_from(nested[rtnl.TCA_HTB_PARMS])
+    assert parms['rate_linklayer'] == rtnl.TC_LINKLAYER_ETHERNET
+    assert parms['rate'] == parms['ceil'] == 1000000
+    assert parms['buffer'] == int(5500 * 1e9 / 1000000 / 64)
     assert rtnl.TCA_HTB_RATE64 not in nested
 
 
@@ -99,7 +99,8 @@ def test_htb_rates_above_32_bits_use_rate64():
     nested = rtnl.parse_attrs(rtnl.parse_attrs(rtnl.htb_class_options(
         **tree.htb_shape(rate, 1500)))[rtnl.TCA_OPTIONS])
     assert struct.unpack('=Q', nested[rtnl.TCA_HTB_RATE64])[0] == rate
-    assert rtnl.HTB_OPT.unpack(nested[rtnl.TCA_HTB_PARMS])[5] == 0xFFFFFFFF
+    assert rtnl.TC_HTB_OPT.unpack_from(
+        nested[rtnl.TCA_HTB_PARMS])['rate'] == 0xFFFFFFFF
 
 
 def test_u32_selector_layout():
@@ -109,25 +110,24 @@ def test_u32_selector_layout():
     sel = nested[rtnl.TCA_U32_SEL]
     flags, _shift, nkeys = struct.unpack_from('=BBB', sel)
     assert (flags, nkeys) == (rtnl.TC_U32_TERMINAL, 1)
-    key = sel[rtnl.U32_SEL.size:]
+    key = sel[rtnl.TC_U32_SEL.size:]
     assert key[:8] == bytes.fromhex('0000ffff0000ee49')
     assert struct.unpack('=ii', key[8:]) == (20, 0)
 
 
 def test_dumped_htb_root_version_is_fixed_for_create():
-    glob = rtnl.HTB_GLOB.pack(0x30011, 10, 2, 0, 0)
+    glob = rtnl.TC_HTB_GLOB.pack(version=0x30011, rate2quantum=10, defcls=2)
     options = rtnl.attr(rtnl.TCA_HTB_INIT, glob)
     body = (rtnl.tcmsg(3, 0x200000, rtnl.TC_H_ROOT) +
             rtnl.attr(rtnl.TCA_KIND, b'htb\0') +
             rtnl.attr(rtnl.TCA_OPTIONS, options) +
             rtnl.attr(rtnl.TCA_STATS2, b'\0' * 8))
-    message = rtnl.NLMSGHDR.pack(16 + len(body), rtnl.RTM_NEWQDISC, 0, 0,
-                                 0) + body
+    message = rtnl.netlink_message(rtnl.RTM_NEWQDISC, body)
     fixed = rtnl.config_only(message)
     attrs = rtnl.parse_attrs(fixed, rtnl.TCMSG.size)
     assert rtnl.TCA_STATS2 not in attrs
     init = rtnl.parse_attrs(attrs[rtnl.TCA_OPTIONS])[rtnl.TCA_HTB_INIT]
-    assert rtnl.HTB_GLOB.unpack(init)[0] == 3
+    assert rtnl.TC_HTB_GLOB.unpack_from(init)['version'] == 3
 
 
 @pytest.mark.parametrize('ports', [range(61500, 61504), range(61000, 65000),
