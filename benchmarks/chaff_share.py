@@ -29,8 +29,8 @@ from nova_stealth.chaff import schedules
 from nova_stealth import conf as stealth_conf
 from nova_stealth.engine import source
 from nova_stealth import policy as rate_policies
+from nova_stealth import units
 
-MIB = 1 << 20
 STEP = 0.01
 
 
@@ -45,14 +45,14 @@ def chaff_share(group, memory_mib, seed):
         seed=seed, migration_rates=rates)
     policy = rate_policies.policy_class(group.rate_policy)(seed=seed,
                                                            **kwargs)
-    now, chaff, left = 0.0, 0.0, memory_mib * MIB
+    now, chaff, left = 0.0, 0.0, memory_mib * units.MIB
     schedule.prepare(now)
     while now < schedule.lead:
         chaff += schedule.rate(now, 0.0) * STEP
         now += STEP
     schedule.migration_started(now)
     while left > 0:
-        rate = policy.next_rate() * MIB
+        rate = policy.next_rate() * units.MIB
         left -= rate * STEP
         chaff += schedule.rate(now, rate) * STEP
         now += STEP
@@ -60,7 +60,7 @@ def chaff_share(group, memory_mib, seed):
     while not schedule.done(now):
         chaff += schedule.rate(now, 0.0) * STEP
         now += STEP
-    return chaff / (memory_mib * MIB)
+    return chaff / (memory_mib * units.MIB)
 
 
 def main():

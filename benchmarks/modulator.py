@@ -69,6 +69,7 @@ def inner(args):
     from nova_stealth.shaping import modulator
     from nova_stealth.shaping import tc_lib
     from nova_stealth.shaping import tree
+    from nova_stealth import units
 
     # Already root in the namespace: run the entrypoints in this process,
     # as the privsep daemon would, instead of starting one.
@@ -133,7 +134,7 @@ def inner(args):
         figures['skipped_ticks'] = report['skipped']
         sent = np.diff(report['sent'])
         figures['class_mib_s_mean'] = round(
-            float(sent.sum() / (len(sent) * 0.01) / tree.MIB), 2)
+            float(sent.sum() / (len(sent) * 0.01) / units.MIB), 2)
         report, share = run_loop(tc_change, children=True)
         figures['tc_jitter_us'] = percentiles(report['lateness'])
         figures['tc_applied_us'] = percentiles(report['applied'])

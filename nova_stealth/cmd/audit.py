@@ -29,6 +29,7 @@ from nova_stealth.analysis import tells
 from nova_stealth.analysis import truth
 from nova_stealth.cmd import arguments
 from nova_stealth import exception
+from nova_stealth import units
 
 PLOTTED_FLOWS = 4
 PROG = 'nova-stealth-audit'
@@ -163,7 +164,7 @@ def build_templates(args, options):
     for envelope in library.envelopes:
         print('%s  %s  %.1f s  %.2f MiB/s' % (
             envelope.id, envelope.flow['proto'], envelope.duration_s,
-            envelope.mean_rate / (1 << 20)))
+            envelope.mean_rate / units.MIB))
     print('%d envelopes written to %s' % (
         len(library.envelopes), args.build_templates))
     return 0

@@ -32,9 +32,9 @@ from nova_stealth import conf as stealth_conf
 from nova_stealth.conf import chaff as chaff_conf
 from nova_stealth.conf import ports as ports_conf
 from nova_stealth import exception
+from nova_stealth import units
 
 LOG = logging.getLogger(__name__)
-MIB = 1 << 20
 PROG = 'nova-stealth-chaff-responder'
 #: Flags and the [stealth] options they override.
 OVERRIDES = {'address': 'chaff_responder_address',
@@ -117,8 +117,8 @@ def build(group):
         tls.server_context(group.chaff_tls_x509_dir),
         max_connections=group.chaff_responder_max_connections,
         max_per_peer=group.chaff_responder_max_per_peer,
-        peer_rate=int(group.chaff_responder_peer_rate * MIB),
-        total_rate=int(group.chaff_responder_total_rate * MIB),
+        peer_rate=int(group.chaff_responder_peer_rate * units.MIB),
+        total_rate=int(group.chaff_responder_total_rate * units.MIB),
         stall_timeout=group.chaff_responder_stall_seconds,
         stall_penalty=group.chaff_responder_stall_penalty_seconds)
 

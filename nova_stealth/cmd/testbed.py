@@ -42,6 +42,7 @@ from nova_stealth.testbed import replay
 from nova_stealth.testbed import report
 from nova_stealth.testbed import runner
 from nova_stealth.testbed import topology
+from nova_stealth import units
 
 PROG = 'nova-stealth-testbed'
 GUESTS = ('ram', 'linux')
@@ -217,7 +218,7 @@ def matched_rate(runs_dir, load, guest, index, policy):
     with open(os.path.join(runs_dir, name + '.json')) as found:
         stealthed = json.load(found)
     return name, stealthed['transferred_bytes'] / stealthed[
-        'total_time_s'] / (1 << 20)
+        'total_time_s'] / units.MIB
 
 
 def images(args, guests):

@@ -21,6 +21,8 @@ from nova_stealth.conf import ports
 from nova_stealth import exception
 from nova_stealth import plugins
 
+#: Where every compute node's chaff responder listens, by default.
+DEFAULT_CHAFF_PORTS = '61500-61503'
 SECONDS = types.Float(min=0.0, max=600.0)
 
 
@@ -106,7 +108,7 @@ migration, fill in under it, fall after it) or ``constant`` (a baseline).
     cfg.Opt(
         'chaff_ports',
         type=ports.PortRange(),
-        default='61500-61503',
+        default=DEFAULT_CHAFF_PORTS,
         help="""
 Ports, LOW-HIGH, the chaff responder of every compute node listens on. They
 must not overlap migration_port_ranges: the chaff's shaping filter matches

@@ -51,13 +51,13 @@ from nova_stealth import exception
 from nova_stealth import policy as rate_policies
 from nova_stealth.shaping import tc_lib
 from nova_stealth.shaping import tree
+from nova_stealth import units
 
 LOG = logging.getLogger(__name__)
-MIB = 1 << 20
 #: The policy is run this many ticks ahead to learn its mean rate.
 LOOKAHEAD_TICKS = 20000
 #: Below this throughput (bytes/s) the migration's class counts as drained.
-DRAINED_RATE = 0.01 * MIB
+DRAINED_RATE = 0.01 * units.MIB
 DRAIN_TIMEOUT = 10.0
 #: How long after its start the migration's rate set stands for what it
 #: sends.
@@ -106,7 +106,7 @@ def expected_rates(policy_name, policy_kwargs, seed=None, tick_s=0.01):
     edges = np.concatenate([[0.0], np.cumsum(holds)])
     sent = np.concatenate([[0.0], np.cumsum(rates * holds)])
     bins = np.arange(0.0, LOOKAHEAD_TICKS * tick_s + 1e-9, 10 * tick_s)
-    return np.diff(np.interp(bins, edges, sent)) / (10 * tick_s) * MIB
+    return np.diff(np.interp(bins, edges, sent)) / (10 * tick_s) * units.MIB
 
 
 def chaff_peers(group, destination):
@@ -208,7 +208,8 @@ class SourceSession(object):
                 self.chaff.start()
                 self.sleep(self.chaff.schedule.lead)
                 headroom = self._headroom(*before)
-                start_rate = self._clamp(self.chaff.handover_rate() / MIB)
+                start_rate = self._clamp(
+                    self.chaff.handover_rate() / units.MIB)
             kwargs = dict(self.policy_kwargs, start_rate=start_rate)
             kwargs.update(rate_policies.policy_class(
                 self.group.rate_policy).migration_kwargs(
@@ -240,7 +241,7 @@ class SourceSession(object):
         """
         rate = float(np.quantile(self._expected_rates(),
                                  self.group.switchover_rate_quantile))
-        return self._clamp(rate / MIB) * MIB
+        return self._clamp(rate / units.MIB) * units.MIB
 
     @property
     def avail_switchover_bandwidth(self):
@@ -277,13 +278,14 @@ class SourceSession(object):
         rate = self.switchover_bandwidth if rate is None else rate
         if self.modulator is None:
             return None
-        floor = self.shaper.set_modulator_floor(self.modulator, rate / MIB,
+        floor = self.shaper.set_modulator_floor(self.modulator,
+                                                rate / units.MIB,
                                                 ramp_s)
         if floor is not None and self.guaranteed is None:
             LOG.info('Migration %s: guaranteeing %.2f MiB/s for the '
                      'switch-over, entered over %.1f s', self.migration_id,
                      floor, ramp_s)
-        self.guaranteed = None if floor is None else floor * MIB
+        self.guaranteed = None if floor is None else floor * units.MIB
         return self.guaranteed
 
     def switchover(self):
@@ -316,7 +318,7 @@ class SourceSession(object):
             return 0.0
         if rates['sent'] is None or (
                 time.monotonic() - self.started_at < SETTLE_SECONDS):
-            return max(rates['set'] * MIB, rates['sent'] or 0.0)
+            return max(rates['set'] * units.MIB, rates['sent'] or 0.0)
         return rates['sent']
 
     def finish(self):

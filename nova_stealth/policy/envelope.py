@@ -17,8 +17,8 @@ import os
 from nova_stealth import exception
 from nova_stealth.policy import base
 from nova_stealth.policy import templates
+from nova_stealth import units
 
-MIB = 1 << 20
 #: The library shipped with nova_stealth (see data/PROVENANCE.rst).
 DEFAULT_LIBRARY = os.path.join(os.path.dirname(__file__), 'data',
                                'envelopes-mlab-ndt.json')
@@ -187,7 +187,7 @@ class EnvelopeRatePolicy(base.RatePolicy):
         """(envelope, cumulative bytes, body, scale, weight) that fit."""
         choices, nearest = [], None
         for envelope in self.library.envelopes:
-            mean = envelope.mean_rate / MIB
+            mean = envelope.mean_rate / units.MIB
             scale = self._scale(mean)
             played = mean * scale
             miss = max(self.min_mean_rate / played, played / self.max_rate)
@@ -251,7 +251,7 @@ class EnvelopeRatePolicy(base.RatePolicy):
             piece = _Segment(envelope, cumulative, self.library.bin_s,
                              scale, start, end)
             local = max(piece.bytes_between(start, start + JOIN_WINDOW_S) /
-                        JOIN_WINDOW_S / MIB, self.min_rate)
+                        JOIN_WINDOW_S / units.MIB, self.min_rate)
             pieces.append((piece, math.exp(
                 -abs(math.log(local / self.recent)) / JOIN_SPREAD)))
         total = sum(closeness for _, closeness in pieces)
@@ -282,7 +282,7 @@ class EnvelopeRatePolicy(base.RatePolicy):
             sent += segment.bytes_between(segment.position,
                                           segment.position + rest)
             segment.position += rest
-        rate = self.clamp(sent / hold / MIB)
+        rate = self.clamp(sent / hold / units.MIB)
         if self.min_mean_rate:
             behind = (self.min_mean_rate * (self.elapsed + hold -
                                             FLOOR_SLACK_S) - self.granted)

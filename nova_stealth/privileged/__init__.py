@@ -29,6 +29,10 @@ too.
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
+#: The section of nova.conf with the daemon's options (oslo.privsep's
+#: ``helper_command``, ``user``, ...).
+CONFIG_SECTION = 'nova_stealth_privileged'
+
 #: Seconds a call into the daemon may take before the caller gives up
 #: with ``oslo_privsep.comm.PrivsepTimeout``: the slowest entrypoint (a
 #: modulator's stop, which waits at most 5 s for its tick) is far below
@@ -38,7 +42,7 @@ TIMEOUT_SECONDS = 60.0
 #: Changing qdiscs, classes and filters needs CAP_NET_ADMIN and nothing else.
 net_admin = priv_context.PrivContext(
     'nova_stealth',
-    cfg_section='nova_stealth_privileged',
+    cfg_section=CONFIG_SECTION,
     pypath=__name__ + '.net_admin',
     capabilities=[caps.CAP_NET_ADMIN],
     timeout=TIMEOUT_SECONDS,

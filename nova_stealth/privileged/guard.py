@@ -23,10 +23,11 @@ import math
 import numbers
 
 from nova_stealth.shaping import tree
+from nova_stealth import units
 
 #: Rates the kernel gets, bytes/s: 1 B/s up to 2**40 (8.8 Tbit/s).
 MAX_RATE = tree.MAX_RATE
-MAX_RATE_MIB = MAX_RATE / tree.MIB
+MAX_RATE_MIB = MAX_RATE / units.MIB
 #: A tick of 1 ms to 10 s; below it a modulator would only burn the CPU.
 MIN_TICK_S = 0.001
 MAX_TICK_S = 10.0
@@ -160,7 +161,7 @@ def modulator(tick_s, ramp_s, mtu, policy_kwargs, running):
         raise Refused('policy arguments must be a mapping')
     for name in POLICY_RATES:
         if name in policy_kwargs:
-            number(name, policy_kwargs[name], 1.0 / tree.MIB, MAX_RATE_MIB)
+            number(name, policy_kwargs[name], 1.0 / units.MIB, MAX_RATE_MIB)
     if running >= MAX_MODULATORS:
         raise Refused('%d modulators are running already, the most one '
                       'daemon runs' % running)

@@ -34,6 +34,7 @@ from nova_stealth.privileged import guard
 from nova_stealth.privileged import modulator as modulator_lib
 from nova_stealth import rtnl
 from nova_stealth.shaping import tree
+from nova_stealth import units
 
 TC_H_INGRESS = 0xFFFFFFF1
 ROOT_HANDLE = tree.ROOT_HANDLE
@@ -344,7 +345,7 @@ def set_modulator_floor(modulator_id, rate, ramp_s):
 
     :returns: the floor in force, None if there is no such modulator
     """
-    guard.number('floor rate', rate, 1.0 / tree.MIB, guard.MAX_RATE_MIB)
+    guard.number('floor rate', rate, 1.0 / units.MIB, guard.MAX_RATE_MIB)
     guard.number('ramp_s', ramp_s, 0.0, guard.MAX_RAMP_S)
     modulator = _MODULATORS.get(modulator_id)
     return None if modulator is None else modulator.set_floor(

@@ -22,6 +22,7 @@ import os
 
 from oslo_concurrency import lockutils
 
+from nova_stealth import procfs
 from nova_stealth import statefile
 
 _SESSION_KEYS = {'session_id': str, 'ifname': str, 'ifindex': int,
@@ -128,16 +129,16 @@ def delete(state_dir, ifname):
 
 
 def process_identity(pid=None):
-    """Return {pid, start} for a process (default: this one), or None."""
+    """Return {pid, start} for a process (default: this one).
+
+    None if it is gone or has ended (a zombie owns nothing any more).
+    """
     pid = os.getpid() if pid is None else pid
-    try:
-        with open('/proc/%d/stat' % pid) as stat_file:
-            stat = stat_file.read()
-    except OSError:
+    start = procfs.start_time(pid)
+    if start is None:
         return None
-    # The command name may hold spaces and parentheses; fields follow the
-    # last ')'. Field 22, the start time in clock ticks, is index 19 there.
-    return {'pid': pid, 'start': stat.rpartition(')')[2].split()[19]}
+    # A string, as records on disk have always held it.
+    return {'pid': pid, 'start': str(start)}
 
 
 def is_alive(owner):

@@ -29,7 +29,8 @@ kernel, MiB/s for people.
 
 import ipaddress
 
-MIB = 1 << 20
+from nova_stealth import units
+
 ROOT_MAJOR = 0x5EA1
 PARENT_MINOR = 0x1
 DEFAULT_MINOR = 0x2
@@ -64,7 +65,7 @@ def handle_text(value):
 
 def mib_to_bytes(rate_mib):
     """Convert MiB/s to bytes/s, the unit of the kernel's HTB rates."""
-    return int(round(rate_mib * MIB))
+    return int(round(rate_mib * units.MIB))
 
 
 def mbit_to_bytes(rate_mbit):

@@ -34,8 +34,7 @@ from oslo_config import cfg
 
 from nova_stealth import conf as stealth_conf
 from nova_stealth.engine import source
-
-PRIVSEP_GROUP = 'nova_stealth_privileged'
+from nova_stealth import privileged
 
 
 def options(args):
@@ -70,7 +69,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg.CONF.set_override('helper_command',
                           '%s/bin/privsep-helper' % sys.prefix,
-                          group=PRIVSEP_GROUP)
+                          group=privileged.CONFIG_SECTION)
     session = source.SourceSession(
         options(args), 'testbed-migration', args.peer, args.port,
         args.memory_bytes, seed=args.seed)

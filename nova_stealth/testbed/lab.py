@@ -62,6 +62,7 @@ from nova_stealth.testbed import qemu
 from nova_stealth.testbed import runner
 from nova_stealth.testbed import topology
 from nova_stealth.testbed import traffic
+from nova_stealth import units
 
 #: Migration sizes: log-normal (median MiB, sigma), truncated to
 #: [low, high]. The low end keeps three windows of 3,000 packets.
@@ -98,7 +99,7 @@ def flow_size(rng):
     while True:
         mib = rng.lognormvariate(math.log(SIZE_MEDIAN_MIB), SIZE_SIGMA)
         if SIZE_LOW_MIB <= mib <= SIZE_HIGH_MIB:
-            return int(mib * runner.MIB)
+            return int(mib * units.MIB)
 
 
 def plan_site(background, load, modes, flows_per_mode, width, per_run,
@@ -157,7 +158,7 @@ def expected_seconds(flow):
     """A flow's rough duration, to stagger the hosts' first flows."""
     rate = flow['rate_mib_s'] or EXPECTED_RATE_MIB_S
     chaff = EXPECTED_LEAD_S if flow['policy'] else 0.0
-    return flow['bytes'] / (rate * runner.MIB) + chaff
+    return flow['bytes'] / (rate * units.MIB) + chaff
 
 
 class Agent(object):

@@ -54,8 +54,10 @@ from oslo_config import cfg
 from nova_stealth import conf as stealth_conf
 from nova_stealth.engine import destination
 from nova_stealth.engine import source
+from nova_stealth import privileged
 from nova_stealth.testbed import agent as agent_lib
 from nova_stealth.testbed import netns
+from nova_stealth import units
 
 #: QEMU's limiter hands out a tenth of its rate every BUFFER_DELAY.
 PERIOD_S = 0.1
@@ -147,7 +149,7 @@ def rate_check(trace, summary, cap_bytes):
     if not trace or len(trace.get('rates') or ()) < 2:
         return None
     times = np.asarray(trace['times'])
-    allowed = np.minimum(np.asarray(trace['rates']) * source.MIB,
+    allowed = np.minimum(np.asarray(trace['rates']) * units.MIB,
                          cap_bytes)[:-1] * np.diff(times)
     sent = np.asarray(trace['sent'])
     window = (times[:-1] // PERIOD_S).astype(int)
@@ -244,7 +246,7 @@ def run_flow(flow, args, src_group, dst_group, tails):
         if flow['policy']:
             _send_greedy(sock, flow['bytes'])
         else:
-            _send_paced(sock, flow['bytes'], flow['rate_mib_s'] * source.MIB)
+            _send_paced(sock, flow['bytes'], flow['rate_mib_s'] * units.MIB)
         sock.shutdown(socket.SHUT_WR)
         sink.thread.join(60)
         record['data_end'] = time.time()
@@ -287,7 +289,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg.CONF.set_override('helper_command',
                           '%s/bin/privsep-helper' % sys.prefix,
-                          group=agent_lib.PRIVSEP_GROUP)
+                          group=privileged.CONFIG_SECTION)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     dst_group = stealth_conf.load_group(state_dir=args.lease_dir)
     groups = {}

@@ -21,6 +21,7 @@ from nova_stealth.analysis import battery_report
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import report as audit_report
 from nova_stealth.testbed import scoring
+from nova_stealth import units
 
 #: What the paper reports, for the side-by-side table.
 PAPER = {'native': 'detected ~80% (Alg. 1) and ~90% (Alg. 2) at 1-2% FP',
@@ -134,9 +135,9 @@ def markdown(results, plots):
                          run['name'], run['mode'], run['load'],
                          run['policy'] or '%g MiB/s' % run['rate_mib_s'],
                          run['total_time_s'], run['downtime_ms'],
-                         run['transferred_bytes'] / 2 ** 20,
+                         run['transferred_bytes'] / units.MIB,
                          run.get('dirty_sync_count', '-'),
-                         run['chaff_bytes'] / 2 ** 20,
+                         run['chaff_bytes'] / units.MIB,
                          _num(run.get('time_ratio'))))
     lines += battery_report.markdown(results['battery'])
     lines += ['', '## Chi-square test against background (Section VI)', '',

@@ -28,8 +28,10 @@ import time
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import truth
 from nova_stealth import conf as stealth_conf
+from nova_stealth.conf import chaff as chaff_conf
 from nova_stealth.engine import destination
 from nova_stealth.engine import source
+from nova_stealth import procfs
 from nova_stealth.testbed import guest
 from nova_stealth.testbed import netns
 from nova_stealth.testbed import qemu
@@ -37,10 +39,9 @@ from nova_stealth.testbed import replay
 from nova_stealth.testbed import topology
 from nova_stealth.testbed import traffic
 from nova_stealth.testbed import x509
+from nova_stealth import units
 
-MIB = 1 << 20
 PROCESSES = 'processes.json'
-CHAFF_PORTS = '61500-61503'
 #: The hosts that run a chaff responder: the destination first.
 CHAFF_HOSTS = ('dst', 'bgr')
 #: Users per background host and direction for each load level: measured
@@ -78,29 +79,12 @@ def _record_process(workdir, process, what):
         with open(path) as listing:
             known = json.load(listing)
     known.append({'pid': process.pid, 'what': what,
-                  'started': process_start_time(process.pid)})
+                  'started': procfs.start_time(process.pid)})
     # Written aside and renamed: a reader (cleanup, the tests) never sees
     # a half-written listing.
     with open(path + '.tmp', 'w') as listing:
         json.dump(known, listing)
     os.replace(path + '.tmp', path)
-
-
-def process_start_time(pid):
-    """When the process started, in clock ticks since boot.
-
-    None if it is gone or a zombie. Unlike its command line, this does not
-    change when ``ip netns exec`` becomes the program it runs, and a reused
-    pid has another.
-    """
-    try:
-        with open('/proc/%d/stat' % pid) as stat:
-            fields = stat.read().rsplit(')', 1)[1].split()
-    except OSError:
-        return None
-    if fields[0] in ('Z', 'X'):
-        return None
-    return int(fields[19])
 
 
 def recorded_processes(workdir):
@@ -111,7 +95,7 @@ def recorded_processes(workdir):
     with open(path) as listing:
         known = json.load(listing)
     return [entry for entry in known if entry['started'] is not None and
-            process_start_time(entry['pid']) == entry['started']]
+            procfs.start_time(entry['pid']) == entry['started']]
 
 
 def end_recorded_processes(workdir):
@@ -212,8 +196,9 @@ class Site(object):
             for host in CHAFF_HOSTS:
                 self._start(host, [
                     sys.executable, '-m', 'nova_stealth.cmd.chaff_responder',
-                    '--address', self.topology.address(host), '--ports',
-                    CHAFF_PORTS, '--peer-network', '198.18.0.0/16',
+                    '--address', self.topology.address(host),
+                    '--ports', chaff_conf.DEFAULT_CHAFF_PORTS,
+                    '--peer-network', '198.18.0.0/16',
                     '--tls-dir', self.tls_dir], 'chaff responder on ' + host)
             if self.background == 'markov':
                 self._markov()
@@ -343,12 +328,12 @@ class Site(object):
                     '--port', str(port), '--tls-dir', self.tls_dir,
                     '--chaff-peer', self.topology.address(CHAFF_HOSTS[1]),
                     '--memory-bytes',
-                    str(vm['memory_mib'] * MIB), '--seed', str(seed)],
+                    str(vm['memory_mib'] * units.MIB), '--seed', str(seed)],
                     'the source session')
-                bandwidth = source.hypervisor_max_bandwidth(group) * MIB
+                bandwidth = source.hypervisor_max_bandwidth(group) * units.MIB
                 switchover = agent_switchover(agent)
             else:
-                bandwidth = rate_mib_s * MIB
+                bandwidth = rate_mib_s * units.MIB
                 switchover = None
             record.update(origin.migrate(dst_addr, port, bandwidth,
                                          switchover=switchover))
@@ -379,7 +364,9 @@ class Site(object):
     def _truth(self, capture, record):
         """Name the run's flows: migration, chaff, background by kind."""
         src, dst = self.topology.address('src'), self.topology.address('dst')
-        chaff_low, chaff_high = map(int, CHAFF_PORTS.split('-'))
+        # The testbed's agent runs with the default chaff_ports.
+        chaff_low, chaff_high = map(
+            int, chaff_conf.DEFAULT_CHAFF_PORTS.split('-'))
         kinds = {port: kind for kind, port in traffic.PORTS.items()}
         entries = []
         flows, _ = flow_lib.read_flows(

@@ -56,6 +56,7 @@ from nova_stealth import conf as stealth_conf
 from nova_stealth.engine import destination
 from nova_stealth.engine import source
 from nova_stealth import exception
+from nova_stealth import units
 from nova_stealth import virt
 from nova_stealth.virt import node as node_lib
 
@@ -63,7 +64,6 @@ from nova_stealth.virt import node as node_lib
 # nova_stealth.conf has registered [stealth].
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
-MIB = 1 << 20
 #: The key of the compute node stats that says a host runs nova_stealth.
 STATS_KEY = 'nova_stealth'
 #: Without native TLS QEMU's stream header, in plaintext, names every
@@ -387,7 +387,7 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
         try:
             self.stealth.start_outgoing(
                 instance.uuid, address, port,
-                instance.flavor.memory_mb * MIB,
+                instance.flavor.memory_mb * units.MIB,
                 abort_migration=lambda: self._abort_job(instance))
         except Exception:
             # Nothing has started: roll back, leaving the instance ACTIVE.
@@ -429,7 +429,8 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
         1 and at most what the shaping guarantees.
         """
         self.stealth.follow_outgoing(instance.uuid, job_remaining(guest))
-        mib = min(max(1, int(round(told / MIB))), int(guaranteed // MIB))
+        mib = min(max(1, int(round(told / units.MIB))),
+                  int(guaranteed // units.MIB))
         if mib >= 1 and self._host.has_min_version(
                 lv_ver=AVAIL_SWITCHOVER_LIBVIRT,
                 hv_ver=AVAIL_SWITCHOVER_QEMU):

@@ -21,7 +21,7 @@ from nova_stealth import privileged
 from nova_stealth.shaping import tc_lib
 from tests.functional import netlab
 
-PRIVSEP_GROUP = 'nova_stealth_privileged'
+PRIVSEP_GROUP = privileged.CONFIG_SECTION
 
 
 def privsep_helper_in(ns):

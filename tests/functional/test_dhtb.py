@@ -30,6 +30,7 @@ from nova_stealth import privileged
 from nova_stealth.shaping import state
 from nova_stealth.shaping import tc_lib
 from nova_stealth.shaping import tree
+from nova_stealth import units
 from tests.functional import conftest
 from tests.functional import netlab
 
@@ -37,7 +38,7 @@ PAPER = {'min_rate': 1.0, 'max_rate': 16.0, 'start_rate': 4.0}
 
 
 def mbit_to_mib(mbit):
-    return mbit * 1e6 / 8 / tree.MIB
+    return mbit * 1e6 / 8 / units.MIB
 
 
 def shaped_bulk_windows(link, shaper, address, port, mbit):
@@ -99,7 +100,7 @@ def test_modulator_changes_show_within_two_ticks(link, shaper):
     assert 250 <= len(rates) <= report['ticks'] <= 330
     assert len(set(rates)) > 20
     assert report['mean_rate'] == pytest.approx(rates.mean(), rel=0.1)
-    measured = np.diff(sent) / report['tick_s'] / tree.MIB
+    measured = np.diff(sent) / report['tick_s'] / units.MIB
     correlations = [np.corrcoef(rates[:len(measured) - lag],
                                 measured[lag:])[0, 1] for lag in range(6)]
     best = int(np.argmax(correlations))
@@ -240,9 +241,10 @@ CRASHING_OWNER = '''
 import sys, time
 from oslo_config import cfg
 from nova_stealth import backends
+from nova_stealth import privileged
 from nova_stealth.shaping import tc_lib
 cfg.CONF.set_override('helper_command', sys.argv[1],
-                      group='nova_stealth_privileged')
+                      group=privileged.CONFIG_SECTION)
 shaper = tc_lib.Shaper(sys.argv[2], backends.load('pyroute2'))
 session = shaper.install('crashed', sys.argv[3], 61009, 4.0)
 shaper.start_modulator(session, 'paper',

@@ -17,7 +17,7 @@ Run as root: each test makes its own namespaces and removes them.
 import numpy as np
 import pytest
 
-from nova_stealth.shaping import tree
+from nova_stealth import units
 from tests.functional import netlab
 
 ENVELOPE = {'min_rate': 1.0, 'max_rate': 16.0, 'start_rate': 4.0,
@@ -40,7 +40,7 @@ def test_class_follows_envelope_ticks_off_the_grid(link, shaper):
     # What the class sent follows the rates set, over 100 ms (a tick's
     # own bytes are too few packets, and veth's GSO lumps them).
     sent_per_tick = np.diff(sent)
-    set_per_tick = rates[:-1] * ticks * tree.MIB
+    set_per_tick = rates[:-1] * ticks * units.MIB
     windows = len(ticks) // 10
     sent_100 = sent_per_tick[:windows * 10].reshape(windows, 10).sum(1)
     set_100 = set_per_tick[:windows * 10].reshape(windows, 10).sum(1)

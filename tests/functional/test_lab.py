@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from nova_stealth.cmd import testbed as testbed_cmd
+from nova_stealth import procfs
 from nova_stealth.testbed import lab_report
 from nova_stealth.testbed import replay
 from nova_stealth.testbed import runner as runner_lib
@@ -230,7 +231,7 @@ def test_ctrl_c_removes_everything(tmp_path):
             lab.wait()
             subprocess.run(TESTBED + ['cleanup', '--out', out])
     assert lab.returncode != 0
-    assert not any(runner_lib.process_start_time(p['pid']) == p['started']
+    assert not any(procfs.start_time(p['pid']) == p['started']
                    for p in recorded)
     assert test_testbed.processes_under(out) == []
     assert not mine & set(topology.leftover_namespaces())

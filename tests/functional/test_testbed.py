@@ -27,6 +27,7 @@ import time
 
 import pytest
 
+from nova_stealth import procfs
 from nova_stealth.testbed import runner as runner_lib
 from nova_stealth.testbed import topology
 
@@ -167,7 +168,7 @@ def test_cleanup_after_a_killed_run(tmp_path):
                                  capture_output=True, text=True)
     assert cleaned.returncode == 0, cleaned.stderr
     assert 'removed 6 namespaces' in cleaned.stdout
-    assert not any(runner_lib.process_start_time(p['pid']) == p['started']
+    assert not any(procfs.start_time(p['pid']) == p['started']
                    for p in recorded)
     assert processes_under(out) == []
     assert not topology.leftover_namespaces()

@@ -27,6 +27,7 @@ from nova_stealth import policy as rate_policies
 from nova_stealth.policy import base as rate_policies_base
 from nova_stealth.ports import leases as leases_lib
 from nova_stealth.shaping import tc_lib
+from nova_stealth import units
 
 
 def test_connect_address_brackets_ipv6_only():
@@ -98,7 +99,7 @@ def test_expected_rates_are_the_means_of_ten_ticks(test_policies, tick_s):
     # Ticks 10k+1 ... 10k+10 make up the k-th bin: mean 10k + 5.5 MiB/s.
     assert len(rates) == source.LOOKAHEAD_TICKS // 10
     assert rates == pytest.approx(
-        (10.0 * np.arange(len(rates)) + 5.5) * source.MIB)
+        (10.0 * np.arange(len(rates)) + 5.5) * units.MIB)
 
 
 def test_expected_rates_weigh_each_rate_by_its_hold(test_policies):
@@ -110,7 +111,7 @@ def test_expected_rates_weigh_each_rate_by_its_hold(test_policies):
     # Then it repeats. Unweighted, every bin would be 25.
     assert len(rates) == source.LOOKAHEAD_TICKS // 10
     assert rates == pytest.approx(np.tile([16.0, 19.0], len(rates) // 2) *
-                                  source.MIB)
+                                  units.MIB)
 
 
 def test_expected_rates_are_the_policy_run_with_its_seed_and_options():
@@ -120,9 +121,9 @@ def test_expected_rates_are_the_policy_run_with_its_seed_and_options():
                       for _ in range(source.LOOKAHEAD_TICKS)])
     rates = source.expected_rates('paper', kwargs, seed=7)
     assert rates == pytest.approx(ticks.reshape(-1, 10).mean(axis=1) *
-                                  source.MIB)
+                                  units.MIB)
     # A policy that moves: its rates span much of its range.
-    assert rates.min() < 10.0 * source.MIB < 20 * source.MIB < rates.max()
+    assert rates.min() < 10.0 * units.MIB < 20 * units.MIB < rates.max()
     other = source.expected_rates('paper', kwargs, seed=8)
     assert not np.allclose(other, rates)
 
@@ -139,14 +140,14 @@ def test_switchover_floor_follows_qemus_progress(kernel, tmp_path):
         switchover_lead_seconds=2.0, switchover_ramp_seconds=0.5)
     shaper = tc_lib.Shaper(str(tmp_path), kernel=kernel)
     session = source.SourceSession(group, 'm-1', '198.18.1.2', 61234,
-                                   64 * source.MIB, shaper=shaper, seed=7)
+                                   64 * units.MIB, shaper=shaper, seed=7)
     guaranteed = session.switchover_bandwidth
     rates = source.expected_rates('paper', session.policy_kwargs, 7)
     assert guaranteed == pytest.approx(np.quantile(rates, 0.25))
     assert session.avail_switchover_bandwidth == pytest.approx(
         0.1 * guaranteed)
-    assert group.min_rate * source.MIB < guaranteed < (
-        group.max_rate * source.MIB)
+    assert group.min_rate * units.MIB < guaranteed < (
+        group.max_rate * units.MIB)
     session.start()
     try:
         # Far from the end: nothing changes.
@@ -161,7 +162,7 @@ def test_switchover_floor_follows_qemus_progress(kernel, tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         now = shaper.modulator_rates(session.modulator)
-        assert now['floor'] * source.MIB == pytest.approx(guaranteed)
+        assert now['floor'] * units.MIB == pytest.approx(guaranteed)
         time.sleep(0.1)
         trace = shaper.modulator_trace(session.modulator)
         session.finish()
@@ -171,7 +172,7 @@ def test_switchover_floor_follows_qemus_progress(kernel, tmp_path):
     since = report['floor_since']
     held = [rate for at, rate in zip(trace['times'], trace['rates'])
             if at >= since]
-    assert held and min(held) * source.MIB >= guaranteed * (1 - 1e-9)
+    assert held and min(held) * units.MIB >= guaranteed * (1 - 1e-9)
 
 
 def test_chaff_goes_to_the_destination_and_the_listed_peers():

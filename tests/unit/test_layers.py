@@ -27,7 +27,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / 'nova_stealth'
 #: layer.
 LAYERS = [
     # Leaves: they import no other part of nova_stealth but each other.
-    ['exception', 'plugins', 'statefile', 'rtnl', 'version'],
+    ['exception', 'plugins', 'procfs', 'rtnl', 'statefile', 'units',
+     'version'],
     # Plugins and pure logic.
     ['policy', 'chaff', 'ports', 'shaping.tree'],
     # Options: oslo.config, the leaves and, to check a template library
