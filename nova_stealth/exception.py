@@ -43,6 +43,12 @@ class UnknownPlugin(StealthError, LookupError):
                '%(installed)s')
 
 
+class InvalidConnectAddress(StealthError, ValueError):
+    """A migration's target_connect_addr that cannot be read."""
+
+    msg_fmt = ('Invalid migration connect address %(text)r: %(reason)s')
+
+
 class ExistingRootQdisc(StealthError):
     """The egress device has a root qdisc an operator put there."""
 

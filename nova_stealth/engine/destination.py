@@ -19,6 +19,9 @@ either way, and expires by itself if nobody does.
 
 import ipaddress
 
+from oslo_utils import netutils
+
+from nova_stealth import exception
 from nova_stealth.ports import leases as leases_lib
 
 
@@ -35,6 +38,35 @@ def connect_address(address, port):
     except ValueError:
         pass
     return '%s:%d' % (bare, port)
+
+
+def parse_connect_address(text):
+    """``(address, port)`` of what :func:`connect_address` made.
+
+    Also an address alone, as Nova's own destinations hand back in
+    ``target_connect_addr`` (a host name, or an IPv4 or IPv6 address, the
+    latter bare or in brackets): its port is None. None is (None, None).
+
+    :raises nova_stealth.exception.InvalidConnectAddress: naming the text
+        and what is wrong with it
+    """
+    if not text:
+        return None, None
+    try:
+        address, port = netutils.parse_host_port(text)
+    except ValueError as e:
+        # oslo.utils says only what failed inside it ("invalid literal for
+        # int()", "not enough values to unpack").
+        raise exception.InvalidConnectAddress(
+            text=text, reason='not ADDRESS:PORT, [IPV6]:PORT, or an '
+            'address alone') from e
+    if text and not address:
+        raise exception.InvalidConnectAddress(text=text,
+                                              reason='no address')
+    if port is not None and not 0 < port < 65536:
+        raise exception.InvalidConnectAddress(
+            text=text, reason='port %d is not from 1 to 65535' % port)
+    return address, port
 
 
 class DestinationSession(object):

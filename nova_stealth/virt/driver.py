@@ -43,8 +43,6 @@ else is the libvirt driver's own; on the live-migration path:
   domain is not tainted.
 """
 
-import ipaddress
-
 import nova.conf
 from nova import exception as nova_exception
 from nova import objects
@@ -78,28 +76,6 @@ PLAIN_TCP_WARNING = ('Live migrations from this host run over plain TCP '
 AVAIL_SWITCHOVER_PARAM = 'bandwidth.avail.switchover'
 AVAIL_SWITCHOVER_LIBVIRT = (11, 1, 0)
 AVAIL_SWITCHOVER_QEMU = (8, 2, 0)
-
-
-def split_connect_address(text):
-    """``(address, port)`` of ``addr:port`` / ``[addr]:port``.
-
-    The port is None when ``text`` carries none (a bare host name or IPv4
-    or IPv6 address, as Nova's own destinations hand back).
-    """
-    if not text:
-        return text, None
-    if text.startswith('['):
-        address, _, rest = text[1:].partition(']')
-        return address, int(rest[1:]) if rest.startswith(':') else None
-    try:
-        ipaddress.ip_address(text)
-        return text, None
-    except ValueError:
-        pass
-    address, sep, port = text.rpartition(':')
-    if sep and port.isdigit():
-        return address, int(port)
-    return text, None
 
 
 class _SwitchoverDomain(object):
@@ -352,7 +328,7 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
     def _live_migration_uri(dest):
         # Nova builds libvirt's connection URI from target_connect_addr
         # too; the data port is for migrate_uri only.
-        address, _port = split_connect_address(dest)
+        address, _port = destination.parse_connect_address(dest)
         return libvirt_driver.LibvirtDriver._live_migration_uri(address)
 
     def live_migration(self, context, instance, dest, post_method,
@@ -364,7 +340,7 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
                 block_migration, migrate_data)
         target = (migrate_data.target_connect_addr
                   if 'target_connect_addr' in migrate_data else None)
-        address, port = split_connect_address(target)
+        address, port = destination.parse_connect_address(target)
         if port is None:
             if CONF.stealth.require_stealth:
                 LOG.error('Refusing to live-migrate to %s, which does not '

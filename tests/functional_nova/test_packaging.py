@@ -56,21 +56,6 @@ class TestComputeNodeDependencies(unittest.TestCase):
 
 class TestConnectAddress(unittest.TestCase):
 
-    def test_split(self):
-        cases = {
-            '198.18.1.2:61000': ('198.18.1.2', 61000),
-            '[2001:db8::2]:61001': ('2001:db8::2', 61001),
-            'dest.example:61002': ('dest.example', 61002),
-            '198.18.1.2': ('198.18.1.2', None),
-            '2001:db8::2': ('2001:db8::2', None),
-            '[2001:db8::2]': ('2001:db8::2', None),
-            'dest.example': ('dest.example', None),
-            None: (None, None),
-        }
-        for text, expected in cases.items():
-            self.assertEqual(expected, driver.split_connect_address(text),
-                             text)
-
     def test_libvirt_uri_loses_the_port(self):
         self.assertEqual(
             'qemu+tcp://[2001:db8::2]/system',
