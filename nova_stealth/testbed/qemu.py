@@ -48,6 +48,9 @@ SWITCHOVER_BANDWIDTH_SINCE = (8, 2)
 BACKPORTS_QEMU = '/opt/qemu-backports/usr/bin/qemu-system-x86_64'
 #: How often a migration's progress is read, in seconds.
 POLL_S = 0.05
+#: Seconds QEMU has to answer a QMP command: a hung QEMU would otherwise
+#: hang the testbed with it.
+REPLY_TIMEOUT_S = 30.0
 #: The port range libvirt hands out for migrations by default.
 LIBVIRT_PORTS = range(49152, 49216)
 
@@ -56,10 +59,22 @@ class QmpError(RuntimeError):
     """QEMU answered a QMP command with an error."""
 
 
-class Qmp(object):
-    """A QMP client over a UNIX socket."""
+class QmpTimeout(TimeoutError):
+    """QEMU did not answer on its QMP socket in time (a hung QEMU)."""
 
-    def __init__(self, path, timeout=30.0):
+
+class Qmp(object):
+    """A QMP client over a UNIX socket.
+
+    :param path: the QMP socket
+    :param timeout: seconds to wait for QEMU to make the socket
+    :param reply_timeout: seconds to wait for the greeting and for each
+        command's reply, before :class:`QmpTimeout`
+    """
+
+    def __init__(self, path, timeout=30.0, reply_timeout=REPLY_TIMEOUT_S):
+        self.path = path
+        self.reply_timeout = reply_timeout
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -71,36 +86,62 @@ class Qmp(object):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+        # Also bounds sendall(), should QEMU stop reading.
+        self.sock.settimeout(reply_timeout)
         self._buffer = b''
         self.events = collections.deque(maxlen=1000)
-        json.loads(self._readline())
-        self.execute('qmp_capabilities')
+        try:
+            json.loads(self._reply_line(
+                'no greeting', time.monotonic() + reply_timeout))
+            self.execute('qmp_capabilities')
+        except BaseException:
+            self.sock.close()
+            raise
 
     def _readline(self, timeout=None):
-        """One line from QEMU; None if none came within ``timeout``."""
+        """One line from QEMU; None if none came within ``timeout`` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while b'\n' not in self._buffer:
-            if timeout is not None:
-                ready, _, _ = select.select([self.sock], [], [], timeout)
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                ready, _, _ = select.select([self.sock], [], [], left)
                 if not ready:
                     return None
             chunk = self.sock.recv(65536)
             if not chunk:
-                raise EOFError('QEMU closed its QMP socket')
+                raise EOFError('QEMU closed its QMP socket %s' % self.path)
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b'\n', 1)
+        return line
+
+    def _reply_line(self, missing, deadline):
+        line = self._readline(max(0.0, deadline - time.monotonic()))
+        if line is None:
+            raise QmpTimeout('QEMU sent %s on its QMP socket %s within %g s'
+                             % (missing, self.path, self.reply_timeout))
         return line
 
     def execute(self, command, **arguments):
         """Run a command; return its ``return`` value.
 
         Events that arrive meanwhile are kept for :meth:`event`.
+
+        :raises QmpTimeout: naming the socket and the command, when no
+            reply comes within ``reply_timeout`` (events do not count)
         """
         request = {'execute': command}
         if arguments:
             request['arguments'] = arguments
-        self.sock.sendall(json.dumps(request).encode() + b'\n')
+        try:
+            self.sock.sendall(json.dumps(request).encode() + b'\n')
+        except socket.timeout as e:
+            raise QmpTimeout('QEMU did not read command %r on its QMP socket '
+                             '%s within %g s' % (command, self.path,
+                                                 self.reply_timeout)) from e
+        deadline = time.monotonic() + self.reply_timeout
         while True:
-            reply = json.loads(self._readline())
+            reply = json.loads(self._reply_line(
+                'no reply to command %r' % command, deadline))
             if 'event' in reply:
                 self.events.append(reply)
                 continue
