@@ -20,9 +20,10 @@ kernel shows.
 """
 
 import json
-import logging
 import os
 import time
+
+from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 

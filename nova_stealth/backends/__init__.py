@@ -14,8 +14,10 @@
 A backend is a plugin in the ``nova_stealth.backends`` namespace, a
 :class:`nova_stealth.backends.base.KernelBackend` chosen by
 ``[stealth] backend``: ``pyroute2`` drives the real kernel through the
-privsep daemon; ``recording`` keeps the same objects in memory, for where
-privsep cannot run (Nova's functional test harness).
+privsep daemon, with tc messages of nova_stealth's own codec
+(:mod:`nova_stealth.rtnl`; pyroute2 only looks links and routes up);
+``recording`` keeps the same objects in memory, for where privsep cannot
+run (Nova's functional test harness).
 """
 
 from nova_stealth import plugins

@@ -9,7 +9,15 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""The real kernel: nova_stealth's privsep entrypoints and TCP sockets."""
+"""The real kernel: nova_stealth's privsep entrypoints and TCP sockets.
+
+The plugin's name, ``pyroute2``, is the library it was first built on and
+the value of ``[stealth] backend`` that operators have set. pyroute2 now
+serves only the link and route look-ups; every tc message (the tree, the
+filters, the modulator's class changes, dumps and replays) is encoded by
+:mod:`nova_stealth.rtnl` and sent by the privsep daemon on a netlink
+socket of its own.
+"""
 
 import socket
 
@@ -21,8 +29,10 @@ from nova_stealth.privileged import tc
 class Pyroute2Backend(base.KernelBackend):
     """Traffic control through the ``net_admin`` privsep daemon.
 
-    Each method is the privileged entrypoint of the same name; the daemon
-    starts on first use (through rootwrap under nova-compute).
+    Each method is the privileged entrypoint of the same name in
+    :mod:`nova_stealth.privileged.tc`, which sends tc messages encoded by
+    :mod:`nova_stealth.rtnl` (pyroute2 only finds links and routes); the
+    daemon starts on first use (through rootwrap under nova-compute).
     """
 
     kernel_id = staticmethod(tc.kernel_id)

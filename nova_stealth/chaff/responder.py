@@ -44,11 +44,12 @@ import asyncio
 import collections
 import gc
 import ipaddress
-import logging
 import socket
 import ssl
 import struct
 import time
+
+from oslo_log import log as logging
 
 from nova_stealth.chaff import records
 

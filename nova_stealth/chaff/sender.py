@@ -25,12 +25,13 @@ among the streams, which pace themselves with a token bucket. Once
 """
 
 import asyncio
-import logging
 import random
 import socket
 import ssl
 import threading
 import time
+
+from oslo_log import log as logging
 
 from nova_stealth.chaff import records
 from nova_stealth.chaff import responder

@@ -66,7 +66,9 @@ data port to shape).
         help="""
 How nova_stealth reaches the kernel: an entry point in the
 ``nova_stealth.backends`` namespace. ``pyroute2`` changes traffic control
-through nova_stealth's privsep daemon and sends chaff over TCP; ``recording``
+through nova_stealth's privsep daemon, which sends tc messages of
+nova_stealth's own rtnetlink codec (pyroute2 itself only looks up links and
+routes), and sends chaff over TCP; ``recording``
 keeps everything in memory and sends nothing (for tests only).
 """),
 ]

@@ -36,13 +36,13 @@ floor holds until :meth:`SourceSession.finish`.
 """
 
 import functools
-import logging
 import os
 import socket
 import threading
 import time
 
 import numpy as np
+from oslo_log import log as logging
 
 from nova_stealth import backends
 from nova_stealth.chaff import schedules

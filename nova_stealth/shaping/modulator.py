@@ -30,10 +30,11 @@ told, and the policy keeps choosing every rate above it.
 
 import array
 import errno
-import logging
 import math
 import threading
 import time
+
+from oslo_log import log as logging
 
 from nova_stealth.shaping import tree
 

@@ -18,8 +18,9 @@ entrypoints of :mod:`nova_stealth.privileged.tc` on a compute node). Every
 change to a device happens under that device's inter-process lock.
 """
 
-import logging
 import os
+
+from oslo_log import log as logging
 
 from nova_stealth import exception
 from nova_stealth import rtnl

@@ -20,11 +20,12 @@ the kernel's: every service on one kernel shares them in
 """
 
 import ipaddress
-import logging
 import os
 import socket
 import threading
 import time
+
+from oslo_log import log as logging
 
 from nova_stealth import backends
 from nova_stealth.engine import destination
