@@ -13,7 +13,8 @@
 
 pyroute2 spends about a millisecond of CPU building one class change, which
 at a 10 ms tick is a tenth of a core; the modulator's hot path instead sends
-a message encoded here (a few microseconds) on a socket opened once. The same
+a message encoded here (about 8 us of CPU with the named fields, 3 us
+before them) on a socket opened once. The same
 codec dumps and replays raw messages, so that an operator's root qdisc can be
 put back exactly as it was.
 
@@ -122,20 +123,21 @@ class Struct(object):
             codes.append(code)
             names.append(field)
         self.names = tuple(names)
+        self._known = frozenset(names)
+        self._zeros = (0,) * len(names)
         self._struct = struct.Struct('=' + ''.join(codes))
         self.size = self._struct.size
 
     def pack(self, **values):
         """Encode the struct from its fields by name."""
-        unknown = set(values).difference(self.names)
-        if unknown:
+        # The modulator encodes a class change every tick: kept cheap.
+        if not self._known.issuperset(values):
             raise TypeError('struct %s has no field %s' % (
-                self.name, ', '.join(sorted(unknown))))
+                self.name, ', '.join(sorted(set(values) - self._known))))
         for field, (to_network, _to_host) in self._network.items():
             if field in values:
                 values[field] = to_network(values[field])
-        return self._struct.pack(*[values.get(name, 0)
-                                   for name in self.names])
+        return self._struct.pack(*map(values.get, self.names, self._zeros))
 
     def unpack_from(self, data, offset=0):
         """Decode the struct at ``offset`` of ``data``: {field: value}."""
