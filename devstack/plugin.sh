@@ -33,7 +33,9 @@ function configure_nova_stealth {
     iniset "$NOVA_CONF" stealth state_dir "$NOVA_STEALTH_STATE_DIR"
     iniset "$NOVA_CONF" stealth require_stealth "$NOVA_STEALTH_REQUIRE"
     iniset "$NOVA_CONF" stealth rate_policy "$NOVA_STEALTH_RATE_POLICY"
-    iniset "$NOVA_CONF" stealth chaff_ports "$NOVA_STEALTH_CHAFF_PORTS"
+    if [[ -n "$NOVA_STEALTH_CHAFF_PORTS" ]]; then
+        iniset "$NOVA_CONF" stealth chaff_ports "$NOVA_STEALTH_CHAFF_PORTS"
+    fi
     iniset "$NOVA_CONF" stealth chaff_peer_networks \
         "$NOVA_STEALTH_PEER_NETWORKS"
     # Chaff is mutual TLS with QEMU's x509 credentials (README.rst, "TLS

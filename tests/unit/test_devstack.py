@@ -13,6 +13,7 @@
 devstack's functions; shellcheck on every script.
 """
 
+import os
 import pathlib
 import subprocess
 
@@ -92,14 +93,19 @@ rate_policy = constant
 """
 
 
-def run_devstack(tmp_path, *phases):
-    """Run devstack's phases; return the recorded commands."""
+def run_devstack(tmp_path, *phases, settings=None):
+    """Run devstack's phases; return the recorded commands.
+
+    :param settings: variables of local.conf's [[local|localrc]], as
+        {name: value}
+    """
     (tmp_path / 'local.conf').write_text(LOCAL_CONF)
     script = DEVSTACK_RUN.replace('{root}', str(ROOT)).replace(
         '{devstack}', str(DEVSTACK))
     result = subprocess.run(
         ['bash', '-c', script, 'devstack', str(tmp_path)] + list(phases),
-        check=True, capture_output=True, text=True)
+        check=True, capture_output=True, text=True,
+        env=dict(os.environ, **(settings or {})))
     # merge_config_file's pipeline hides its errors from the status; gawk
     # warns about devstack's own `\#` whatever the plugin does.
     assert [line for line in result.stderr.splitlines()
@@ -153,6 +159,19 @@ def test_nova_compute_runs_the_driver_with_its_options(tmp_path):
     filters = tmp_path / 'etc' / 'rootwrap.d' / 'nova-stealth.filters'
     assert any(c.startswith('sudo install -m 644 ') and
                c.endswith(' %s' % filters) for c in calls)
+
+
+def test_chaff_ports_come_from_the_option_unless_set(tmp_path):
+    # One source of the default: the option's, not a copy in devstack.
+    (tmp_path / 'default').mkdir()
+    (tmp_path / 'set').mkdir()
+    run_devstack(tmp_path / 'default', 'post-config', 'start-compute')
+    written = (tmp_path / 'default' / 'etc' / 'nova-cpu.conf').read_text()
+    assert '\nchaff_ports' not in written
+    run_devstack(tmp_path / 'set', 'post-config', 'start-compute',
+                 settings={'NOVA_STEALTH_CHAFF_PORTS': '61600-61603'})
+    conf = nova_compute_conf(tmp_path / 'set' / 'etc' / 'nova-cpu.conf')
+    assert conf.stealth.chaff_ports == range(61600, 61604)
 
 
 def test_extra_starts_the_responder(tmp_path):
