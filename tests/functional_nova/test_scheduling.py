@@ -82,3 +82,16 @@ class TestStealthDestinations(base.StealthMigrationTestBase):
         self.assertEqual('plain', self._host_of(self.server))
         self.assertIn('The destination plain does not run nova_stealth',
                       self.stdlog.logger.output)
+
+    def test_an_image_requiring_the_trait_steers_it_too(self):
+        image = self.glance.create(None, {
+            'name': 'stealth-image', 'status': 'active',
+            'container_format': 'bare', 'disk_format': 'raw',
+            'visibility': 'public', 'min_ram': 0, 'min_disk': 0,
+            'properties': dict(REQUIRED)})
+        server = self.server = self._create_server(
+            host='src', image_uuid=image['id'], networks='none')
+        self._live_migrate(server, 'completed', 'ACTIVE')
+        self.assertEqual('dest', self._host_of(server))
+        self.assertNotEqual({}, self.calls[0]['src_tree'])
+        self._wait_clean('src')
