@@ -32,6 +32,7 @@ from nova_stealth.cmd import cleanup
 from nova_stealth.cmd import status
 from nova_stealth.cmd import testbed
 from nova_stealth import exception
+from tests.unit import test_layers
 from tests.unit import test_version
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -192,6 +193,14 @@ def test_a_changed_message_is_caught():
     assert not any(_matches(t, text) for templates in
                    _log_calls('nova_stealth.statefile').values()
                    for t in templates)
+
+
+def test_the_design_lists_the_layers_the_test_holds():
+    text = (DOC / 'reference' / 'design.rst').read_text()
+    listed = re.search(r'\n1\. the leaves.*?\n\n', text, re.S).group(0)
+    items = re.split(r'\n\d\. ', '\n' + listed.strip())[1:]
+    layers = [sorted(re.findall(r'``([a-z_.]+)``', item)) for item in items]
+    assert layers == [sorted(names) for names in test_layers.LAYERS]
 
 
 def test_docs_build_without_warnings(tmp_path):
