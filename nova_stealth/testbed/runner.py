@@ -319,6 +319,7 @@ class Site(object):
                       'memory_mib': vm['memory_mib'], 'port': port,
                       'rate_mib_s': None if policy else rate_mib_s,
                       'chaff_bytes': 0,
+                      'namespaces': sorted(self.topology.ns.values()),
                       'qemu': '%d.%d.%d' % version, 'qemu_package': package}
             if policy:
                 agent = self._start('src', [

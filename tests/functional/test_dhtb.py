@@ -105,24 +105,30 @@ def test_modulator_changes_show_within_two_ticks(link, shaper):
                                 measured[lag:])[0, 1] for lag in range(6)]
     best = int(np.argmax(correlations))
     assert best <= 2, correlations
-    assert correlations[best] > 0.9, correlations
+    # 0.9 and more on an idle machine, 0.885 seen under CI's load; a class
+    # that did not follow the modulator would give about zero.
+    assert correlations[best] > 0.75, correlations
     class_rate = link.tc_show()['class']
     last = tree.mib_to_bytes(report['last_rate']) * 8 // 1000
     assert 'rate %dKbit' % last in class_rate or report['last_rate'] >= 15
 
 
 def test_other_traffic_keeps_its_throughput(link, shaper):
-    # veth runs at what two cores can push (15-20 Gbit/s) and swings by
-    # 20% from run to run, so runs with and without the tree alternate and
-    # their medians are compared.
-    baseline, shaped = [], []
+    # veth runs at what two cores can push (15-20 Gbit/s idle) and swings
+    # by 20% from run to run, so runs with and without the tree alternate
+    # and the median of each pair's ratio is judged. What this guards
+    # against is other traffic throttled by the tree (sent to the
+    # migration's class, or a default class with a low ceiling), which
+    # would cost it 90% and more. HTB's own cost per packet shows on a
+    # CPU-bound veth: pairs of 0.77-0.99 were seen with the CPUs busy.
+    ratios = []
     for _ in range(4):
-        baseline.append(netlab.iperf3_bits_per_second(link, 5201, 2))
+        baseline = netlab.iperf3_bits_per_second(link, 5201, 2)
         shaper.install('mig', link.DST_V4, 61001, 4.0)
-        shaped.append(netlab.iperf3_bits_per_second(link, 5201, 2))
+        shaped = netlab.iperf3_bits_per_second(link, 5201, 2)
         shaper.remove('mig')
-    assert statistics.median(shaped) >= 0.9 * statistics.median(baseline), (
-        shaped, baseline)
+        ratios.append(shaped / baseline)
+    assert statistics.median(ratios) >= 0.7, ratios
 
 
 def test_teardown_restores_the_kernel_default(link, shaper):
