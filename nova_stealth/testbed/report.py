@@ -33,7 +33,7 @@ RUN_KEYS = ('name', 'mode', 'policy', 'schedule', 'load', 'guest',
             'chaff_overhead', 'native_reference', 'capture', 'truth',
             'qemu', 'qemu_package', 'avail_switchover_bandwidth',
             'downtime_limit_ms', 'matched_for', 'baseline',
-            'switchover_wait_ms', 'agent')
+            'switchover_wait_ms', 'agent', 'namespaces')
 
 
 def _pct(value):
