@@ -42,7 +42,6 @@ close each and no memory.
 
 import asyncio
 import collections
-import gc
 import ipaddress
 import socket
 import ssl
@@ -68,12 +67,6 @@ CLOSE_TIMEOUT = 2.0
 #: for, by when the sender has stopped writing: data arriving while a TLS
 #: close is under way would turn it into a reset.
 CLOSE_GRACE = 0.25
-#: A failed handshake leaves its transport, protocol and OpenSSL object in
-#: a reference cycle (through the exception's traceback) that only the
-#: cyclic collector frees, and it does not see OpenSSL's memory: collect
-#: after this many failed connections, or a flood of malformed TLS grows
-#: the process by about 100 KiB a connection.
-COLLECT_AFTER_FAILURES = 64
 #: SO_LINGER on, zero seconds: close() resets.
 LINGER_RESET = struct.pack('ii', 1, 0)
 
@@ -114,7 +107,6 @@ class ChaffResponder(object):
         self.stats = collections.Counter()
         self.sent = collections.Counter()
         self.servers = []
-        self._failures = 0
 
     def known(self, peer):
         """True when ``peer`` is in one of the peer networks."""
@@ -175,13 +167,10 @@ class ChaffResponder(object):
             await writer.start_tls(self.tls,
                                    ssl_handshake_timeout=self.hello_timeout)
             graceful = await self._stream(peer, reader, writer)
-        except ssl.SSLCertVerificationError:
-            self.stats['refused_bad_certificate'] += 1
-        except ssl.SSLError:
-            self.stats['refused_bad_tls'] += 1
         except (ConnectionError, asyncio.IncompleteReadError,
-                asyncio.TimeoutError, OSError):
-            self.stats['ended_by_error'] += 1
+                asyncio.TimeoutError, OSError) as exc:
+            self.stats[_failure(exc)] += 1
+            _drop_traceback(exc)
         except asyncio.CancelledError:
             # The service stops. Ending here rather than re-raising spares
             # the log asyncio's error for a cancelled connection handler.
@@ -191,11 +180,6 @@ class ChaffResponder(object):
             if not self.connections[peer]:
                 del self.connections[peer]
             await _close(writer, graceful)
-            if not graceful:
-                self._failures += 1
-                if self._failures >= COLLECT_AFTER_FAILURES:
-                    self._failures = 0
-                    gc.collect()
 
     async def _stream(self, peer, reader, writer):
         """Serve one stream; True when it ended in a clean close."""
@@ -257,6 +241,32 @@ class ChaffResponder(object):
     async def _discard(self, reader):
         while await reader.read(READ_CHUNK):
             pass
+
+
+def _failure(exc):
+    """The stats counter of a connection that ended on ``exc``."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return 'refused_bad_certificate'
+    if isinstance(exc, ssl.SSLError):
+        return 'refused_bad_tls'
+    return 'ended_by_error'
+
+
+def _drop_traceback(exc):
+    """Free a failed connection now rather than at the next collection.
+
+    asyncio keeps a failed handshake's exception in its waiter future, and
+    the exception's traceback holds the frames that hold the future, the
+    SSL protocol and OpenSSL's objects: a cycle that only the cyclic
+    collector frees, which does not count OpenSSL's memory and so runs too
+    seldom (a flood of malformed TLS grew the process by about 100 KiB a
+    connection). Cutting the tracebacks lets reference counting free it.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 def _reset(writer):
