@@ -31,6 +31,8 @@ offloads_off = netns.offloads_off
 run = netns.run
 Tcpdump = netns.Tcpdump
 
+#: Not in Python's socket module; root may exceed net.core.wmem_max.
+SO_SNDBUFFORCE = getattr(socket, 'SO_SNDBUFFORCE', 32)
 DIRECT_PACKETS = re.compile(r'direct_packets_stat \d+')
 
 
@@ -217,6 +219,12 @@ class PacedSender(BulkSender):
 
     def _send(self):
         chunk = os.urandom(self.budget)
+        # Room for a whole period's budget in the kernel, so that one
+        # send hands it over and the burst leaves at the link's pace even
+        # if this thread is descheduled mid-burst (on a busy machine a
+        # burst a thread sent piece by piece came out in two).
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE,
+                             4 * self.budget)
         self.sock.settimeout(None)
         deadline = time.monotonic()
         while not self.stopping.is_set():
