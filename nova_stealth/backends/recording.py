@@ -21,6 +21,7 @@ connections. What the shaper installs here is what it installs for real.
 
 import collections
 import errno
+import itertools
 import threading
 import time
 
@@ -32,6 +33,9 @@ from nova_stealth.shaping import tree
 
 #: The device every peer routes to unless told otherwise.
 DEFAULT_DEVICE = {'name': 'stealth0', 'index': 2, 'mtu': 1500}
+#: The handle u32 gives the first filter of a priority (node 800 of the
+#: priority's hash table; the fake numbers each priority's apart).
+U32_FIRST_NODE = 0x80000800
 _HOSTS = {}
 _HOSTS_LOCK = threading.Lock()
 
@@ -110,8 +114,7 @@ class RecordingBackend(base.KernelBackend):
             for message in snapshot['classes']:
                 found['classes'][rtnl.message_handles(message)[1]] = message
             for message in snapshot['filters']:
-                info = rtnl.message_info(message)
-                found['filters'][info] = message
+                self._keep_filter(found, message)
 
     def replace_root_htb(self, ifindex, handle, default_minor):
         with self.lock:
@@ -158,19 +161,20 @@ class RecordingBackend(base.KernelBackend):
             found = self.trees[ifindex]
             body = (rtnl.filter_tcmsg(ifindex, parent, prio, protocol) +
                     rtnl.u32_options([tuple(k) for k in keys], classid))
-            info = rtnl.TCMSG.unpack_from(body)['info']
-            if info in found['filters']:
-                _refuse(errno.EEXIST, 'filter at priority %d' % prio)
             if classid not in found['classes']:
                 _refuse(errno.EINVAL, 'class %s' % tree.handle_text(classid))
-            found['filters'][info] = rtnl.netlink_message(
-                rtnl.RTM_NEWTFILTER, body)
+            self._keep_filter(found, rtnl.netlink_message(
+                rtnl.RTM_NEWTFILTER, body))
 
     def delete_filters(self, ifindex, parent, prio, protocol):
         with self.lock:
             info = rtnl.TCMSG.unpack_from(
                 rtnl.filter_tcmsg(ifindex, parent, prio, protocol))['info']
-            return self.trees[ifindex]['filters'].pop(info, None) is not None
+            filters = self.trees[ifindex]['filters']
+            gone = [key for key in filters if key[0] == info]
+            for key in gone:
+                del filters[key]
+            return bool(gone)
 
     # Modulators ----------------------------------------------------------
 
@@ -247,6 +251,21 @@ class RecordingBackend(base.KernelBackend):
         """The chaff senders started and not yet stopped."""
         with self.lock:
             return [c for c in self.chaff if c.running]
+
+    @staticmethod
+    def _keep_filter(found, message):
+        # As u32 does: the filters of one priority and protocol are nodes
+        # of one hash table, 800::800, 800::801 and so on, all deleted
+        # together; the kernel refuses only a handle given twice, which
+        # nova_stealth never gives. Kept under (tcm_info, node handle), as
+        # the messages that were sent.
+        header = rtnl.TCMSG.unpack_from(message, rtnl.NLMSGHDR.size)
+        info, handle = header['info'], header['handle']
+        if not handle:
+            taken = {node for key, node in found['filters'] if key == info}
+            handle = next(node for node in itertools.count(U32_FIRST_NODE)
+                          if node not in taken)
+        found['filters'][(info, handle)] = message
 
     @staticmethod
     def _class_message(ifindex, handle, parent, shape):

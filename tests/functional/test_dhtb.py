@@ -15,6 +15,7 @@ Run as root: each test makes its own namespaces and removes them.
 """
 
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -82,6 +83,46 @@ def test_filter_matches_only_the_migration_port(link, shaper):
     assert 'match c6120702/ffffffff at 16' in filters
     assert 'match 0000ee49/0000ffff at 20' in filters
     assert 'match 00060000/00ff0000 at 8' in filters
+
+
+def class_bytes(link, minor):
+    """Bytes a class of the source's tree has sent."""
+    shown = netlab.run('tc', '-n', link.src, '-s', 'class', 'show', 'dev',
+                       's0', 'classid', tree.handle_text(tree.handle(minor)))
+    return int(shown.split(' Sent ')[1].split()[0])
+
+
+def test_a_chaff_range_of_two_port_blocks(link, tmp_path, privsep_in_src):
+    # 61500-61504 needs two u32 blocks, so two filters at each chaff
+    # priority: the kernel takes both, and TCP to either block is chaff.
+    blocks = tree.port_blocks(range(61500, 61505))
+    assert len(blocks) == 2
+    shaper = tc_lib.Shaper(str(tmp_path / 'state'), backends.load('pyroute2'),
+                           chaff_port_blocks=blocks)
+    before = link.tc_show()
+    shaper.install('mig', link.DST_V4, 61001, 4.0)
+    lines = link.tc_show()['filter'].splitlines()
+    for prio in tree.CHAFF_PRIO.values():
+        # Each priority's u32 has a hash table, its filters nodes in it.
+        node = re.compile(r'pref %d u32 chain 0 fh [0-9a-f]+::[0-9a-f]+ .*'
+                          r'flowid 5ea1:3 ' % prio)
+        assert len([line for line in lines if node.search(line)]) == 2, (
+            lines)
+    for address, port, chaff in ((link.DST_V4, 61500, True),
+                                 (link.DST_V4, 61504, True),
+                                 (link.DST_V6, 61504, True),
+                                 (link.DST_V4, 61505, False)):
+        sent = class_bytes(link, tree.CHAFF_MINOR)
+        sink = netlab.Sink(link.dst, address, port)
+        sender = netlab.BulkSender(link.src, address, port)
+        time.sleep(1.0)
+        sender.close()
+        sink.close()
+        # The chaff class runs at 2 MiB/s: a second of bulk gives it MiBs.
+        grew = class_bytes(link, tree.CHAFF_MINOR) - sent
+        assert (grew > units.MIB // 2) if chaff else (grew == 0), (port, grew)
+    assert shaper.remove('mig')
+    assert link.tc_show() == before
 
 
 def test_device_is_taken_from_the_route_to_the_peer(link, shaper):

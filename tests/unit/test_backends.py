@@ -67,6 +67,55 @@ def test_shaper_builds_and_removes_the_tree(kernel, tmp_path):
     assert kernel.installed() == {}
 
 
+def test_a_chaff_range_of_two_port_blocks(kernel, tmp_path):
+    # 61500-61504 is two u32 blocks, 61500/0xfffc and 61504/0xffff: two
+    # filters at each chaff priority, which the kernel takes (as u32
+    # nodes 800::800 and 800::801 of that priority).
+    blocks = tree.port_blocks(range(61500, 61505))
+    assert blocks == [(61500, 0xFFFC), (61504, 0xFFFF)]
+    shaper = tc_lib.Shaper(str(tmp_path), chaff_port_blocks=blocks,
+                           kernel=kernel)
+    session = shaper.install('m1', '198.18.1.2', 61234, 8.0)
+    filters = kernel.installed()[session['ifindex']]['filters']
+    chaff = [(version, protocol, [tuple(k) for k in keys])
+             for version, protocol, keys in tree.chaff_filters(blocks)]
+    assert len(chaff) == 4
+    for version, protocol, keys in chaff:
+        body = (rtnl.filter_tcmsg(session['ifindex'], tree.ROOT_HANDLE,
+                                  tree.CHAFF_PRIO[version], protocol) +
+                rtnl.u32_options(keys, tree.handle(tree.CHAFF_MINOR)))
+        assert sum(message.endswith(body)
+                   for message in filters.values()) == 1
+    assert len(filters) == 5
+    assert len(kernel.dump_tc(session['ifindex'])['filters']) == 5
+    assert shaper.remove('m1')
+    assert kernel.installed() == {}
+
+
+def test_filters_of_one_priority_go_together(kernel):
+    kernel.replace_root_htb(2, tree.ROOT_HANDLE, tree.DEFAULT_MINOR)
+    chaff = tree.handle(tree.CHAFF_MINOR)
+    kernel.add_htb_class(2, chaff, tree.ROOT_HANDLE,
+                         tree.htb_shape(1000, 1500))
+    for port in (61500, 61504):
+        kernel.add_u32_filter(2, tree.ROOT_HANDLE, 10, tree.ETH_P_IP,
+                              [(port, 0xFFFF, 20)], chaff)
+    kernel.add_u32_filter(2, tree.ROOT_HANDLE, 11, tree.ETH_P_IPV6,
+                          [(61500, 0xFFFF, 40)], chaff)
+    snapshot = kernel.dump_tc(2)
+    assert len(snapshot['filters']) == 3
+    with pytest.raises(rtnl.NetlinkError) as e:
+        kernel.delete_class(2, chaff)
+    assert e.value.errno == errno.EBUSY
+    assert kernel.delete_filters(2, tree.ROOT_HANDLE, 10, tree.ETH_P_IP)
+    assert not kernel.delete_filters(2, tree.ROOT_HANDLE, 10, tree.ETH_P_IP)
+    assert len(kernel.dump_tc(2)['filters']) == 1
+    # A tree saved and put back has each of its filters again.
+    assert kernel.delete_root(2, tree.ROOT_HANDLE)
+    kernel.replay_tc(2, snapshot)
+    assert kernel.dump_tc(2) == snapshot
+
+
 def test_one_memory_per_host(kernel, tmp_path):
     shaper_on(kernel, tmp_path).install('m1', '198.18.1.2', 61234, 8.0)
     assert recording.RecordingBackend(host='unit-host').installed()
