@@ -259,6 +259,14 @@ def test_a_defence_that_cannot_hold_follows_the_option(tmp_path, caplog,
         while session.degraded is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert 'class is gone' in session.degraded
+
+        # The watcher marks the session degraded, then logs and acts.
+        def acted():
+            if choice == 'abort':
+                return aborted == [True]
+            return quiet.backend.installed() == {}
+        while not acted() and time.monotonic() < deadline:
+            time.sleep(0.05)
         errors = [r.getMessage() for r in caplog.records
                   if r.levelname == 'ERROR' and 'vm-1' in r.getMessage()]
         assert any('can no longer be hidden' in e for e in errors), errors
