@@ -106,6 +106,19 @@ def by_port(flows):
             if flow.key.dport in PACED or flow.key.dport in BULK}
 
 
+def measurable_bulk(flows):
+    """Bulk ports whose flow has at least two 2000-packet windows.
+
+    Four TCP flows in one drop-tail queue are not fair: now and then one
+    is locked out by losses and backed-off timeouts and sends too little
+    for a CV at 2000 packets. It says nothing about the rhythm.
+    """
+    ports = [port for port in BULK
+             if np.isfinite(flows[port].window_cvs[2000])]
+    assert len(ports) >= 3, {port: flows[port].packets for port in BULK}
+    return ports
+
+
 def signature(path, link_bytes):
     """5-tuples, packets, and bytes less the link-layer header."""
     flows, readers = flow_lib.read_flows([path],
@@ -180,9 +193,10 @@ def test_paced_flows_look_like_migrations(recorded):
     flows = by_port(flow_lib.read_flows([recorded['ethernet']])[0])
     assert set(flows) == set(PACED) | set(BULK)
     # Seen over repeated runs: paced flows 150-166 burst starts and a CV
-    # at 2000 packets of at most 0.032; bulk flows from 0.094 up.  A bulk
-    # flow starved on a busy two-core CI machine once paused 35 times in
-    # 15 s, so bulk flows are held only to a fraction of the paced rhythm.
+    # at 2000 packets of at most 0.032; bulk flows from 0.094 up.  Bulk
+    # flows on a busy two-core machine paused 35, 82 and 107 times in 15 s
+    # (paced: 152 and 187 then), so they are held only to fewer bursts
+    # than the paced rhythm; the CV is what tells them apart.
     # A sender descheduled mid-burst splits that burst in two (CI once saw
     # 247 starts in 15 s); a broken burst gap would give thousands.
     for port in PACED:
@@ -191,8 +205,8 @@ def test_paced_flows_look_like_migrations(recorded):
         assert flows[port].window_cvs[2000] < 0.06
     steadiest_paced = max(flows[p].window_cvs[2000] for p in PACED)
     fewest_paced_bursts = min(len(flows[p].burst_starts) for p in PACED)
-    for port in BULK:
-        assert len(flows[port].burst_starts) < fewest_paced_bursts / 2
+    for port in measurable_bulk(flows):
+        assert len(flows[port].burst_starts) < fewest_paced_bursts
         assert flows[port].window_cvs[2000] > 1.5 * steadiest_paced
 
 
@@ -212,15 +226,17 @@ def trace_flows():
 def test_maxent_trained_on_some_flags_the_others(recorded):
     flows = by_port(flow_lib.read_flows([recorded['ethernet']])[0])
     background = trace_flows()
-    train = [flows[62001], flows[62002], flows[63001], flows[63002]]
+    bulk = measurable_bulk(flows)
+    train = [flows[62001], flows[62002], flows[bulk[0]], flows[bulk[1]]]
     labels = [True, True, False, False]
     # Two migrations against 58 other flows: the attacker weighs the classes.
     detector = detectors.MaxEntDetector(windows=(500, 1000, 2000),
                                         class_weight='balanced')
     assert detector.fit(train + background,
                         labels + [False] * len(background)) is detector
-    held_out = [flows[62003], flows[63003], flows[63004]]
-    assert detector.predict(held_out).tolist() == [True, False, False]
+    held_out = [flows[62003]] + [flows[port] for port in bulk[2:]]
+    assert detector.predict(held_out).tolist() == [True] + [False] * len(
+        bulk[2:])
     probabilities = detector.predict_proba(held_out)[:, 1]
     assert probabilities[0] > 0.5 > max(probabilities[1:])
     again = detectors.detector_from_dict(
