@@ -340,7 +340,15 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
                 block_migration, migrate_data)
         target = (migrate_data.target_connect_addr
                   if 'target_connect_addr' in migrate_data else None)
-        address, port = destination.parse_connect_address(target)
+        try:
+            address, port = destination.parse_connect_address(target)
+        except exception.InvalidConnectAddress as e:
+            # Before anything is shaped or started: roll back as Nova does
+            # for a refused migration, leaving the instance ACTIVE here.
+            LOG.error('Refusing to live-migrate to %s: %s', dest, e,
+                      instance=instance)
+            recover_method(context, instance, dest, migrate_data)
+            return
         if port is None:
             if CONF.stealth.require_stealth:
                 LOG.error('Refusing to live-migrate to %s, which does not '

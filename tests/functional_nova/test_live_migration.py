@@ -320,6 +320,23 @@ class TestStealthedMigration(StealthMigrationTestBase):
         self.assertEqual([], self._backend('src').running_chaff())
         self.assertEqual({}, self._recorded_sessions('src'))
 
+    def test_a_malformed_connect_address_is_refused_and_rolled_back(self):
+        # A destination (of another version, or not ours) that hands back
+        # a connect address the source cannot read: the migration is
+        # refused before anything starts, and both sides roll back.
+        self.stub_out('nova_stealth.engine.destination.connect_address',
+                      lambda address, port: 'dest:x')
+        self._live_migrate(self.server, 'failed', 'ACTIVE')
+        self.assertEqual('src', self._host_of(self.server))
+        self.assertEqual([], self.calls)
+        self.assertIn('Refusing to live-migrate to dest: Invalid migration '
+                      'connect address', self.stdlog.logger.output)
+        self._wait_clean('src')
+        # Nova's rollback does not tell the destination: its backstop
+        # releases the lease, as after a failed libvirt job.
+        self._expire_incoming_leases()
+        self._wait_clean('dest')
+
     def test_plain_tcp_is_refused_when_stealth_is_required(self):
         self.flags(group='libvirt', live_migration_with_native_tls=False)
         self.flags(group='stealth', require_stealth=True)
