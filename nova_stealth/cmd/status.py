@@ -279,12 +279,16 @@ class Checks(upgradecheck.UpgradeCommands):
         details = 'with %s: %s; without: %s' % (
             virt.TRAIT, ', '.join(stealth) or 'none',
             ', '.join(plain) or 'none')
-        if self.conf.stealth.enabled and self.conf.host not in stealth:
+        # Placement names a node's provider by its hypervisor host name,
+        # which libvirt reports as the machine's (often fully qualified)
+        # name, not necessarily [DEFAULT] host.
+        mine = {self.conf.host, socket.gethostname(), socket.getfqdn()}
+        if self.conf.stealth.enabled and not mine & set(stealth):
             return Result(Code.WARNING,
                           'this node (%s) does not advertise %s: has '
                           'nova-compute started with nova_stealth? %s' % (
                               self.conf.host, virt.TRAIT, details))
-        if not [name for name in stealth if name != self.conf.host]:
+        if not [name for name in stealth if name not in mine]:
             return Result(Code.WARNING,
                           'no other compute node advertises %s: migrations '
                           'from here go unshaped, or are refused under '

@@ -92,6 +92,15 @@ class TestCloudChecks(base.StealthMigrationTestBase):
             virt.TRAIT)), self._check('dest', enabled='false')[
                 'Stealth peers'])
 
+    def test_this_node_is_known_by_its_machine_name_too(self):
+        # Placement names the provider as libvirt names the host (often the
+        # fully qualified name), which need not be [DEFAULT] host.
+        self.useFixture(fixtures.MonkeyPatch('socket.getfqdn',
+                                             lambda *args: 'src'))
+        self.assertEqual(
+            (0, 'with %s: dest, src; without: none' % virt.TRAIT),
+            self._check('src-by-another-name')['Stealth peers'])
+
     def test_flavors_must_require_the_trait_under_require_stealth(self):
         self.assertEqual((0, None), self._check()['Flavors'])
         flavors = self.admin_api.get_flavors()
