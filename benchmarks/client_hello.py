@@ -16,15 +16,20 @@ QEMU's TLS migration is a GnuTLS client with the priority ``NORMAL``
 unless told otherwise; ``gnutls-cli`` (Debian's gnutls-bin) with the same
 priority stands in for it. Both connect to a listener on loopback that
 keeps the first record and closes; the chaff's hello comes from
-:func:`nova_stealth.chaff.tls.client_context` through Python's ssl, as the
-chaff sender makes it. Prints each field of both hellos, whether they are
-equal, and a JA4-style summary (version, cipher count, extension count,
-sorted cipher and extension lists) for each.
+:func:`nova_stealth.chaff.tls.client_context` through asyncio, as the
+chaff sender makes it (GnuTLS), or with ``--openssl`` from the OpenSSL
+context that stands in where libgnutls is missing. Prints each field of
+both hellos, whether they are equal, and a JA4-style summary (version,
+cipher count, extension count, sorted cipher and extension lists) for
+each. Random values (the client random, the session id, the key shares'
+keys) differ from one hello to the next, whoever makes them.
 
     python benchmarks/client_hello.py [--priority NORMAL] [--qemu-hello F]
+        [--openssl]
 """
 
 import argparse
+import asyncio
 import hashlib
 import os
 import socket
@@ -158,6 +163,8 @@ def main():
                              '(tests/functional/test_qemu_tls.py keeps one '
                              'from a migration over native TLS) instead '
                              'of gnutls-cli\'s')
+    parser.add_argument('--openssl', action='store_true',
+                        help='the OpenSSL stand-in\'s hello, not GnuTLS\'s')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         creds = x509.make_credentials(os.path.join(work, 'host'),
@@ -174,8 +181,17 @@ def main():
                 timeout=10)
 
         def chaff(port):
-            sock = socket.create_connection(('127.0.0.1', port))
-            tls.client_context(creds).wrap_socket(sock, server_hostname=None)
+            if args.openssl:
+                sock = socket.create_connection(('127.0.0.1', port))
+                tls.openssl_client_context(creds).wrap_socket(
+                    sock, server_hostname=None)
+                return
+            context = tls.client_context(creds, args.priority)
+
+            async def connect():
+                await asyncio.wait_for(asyncio.open_connection(
+                    '127.0.0.1', port, ssl=context, server_hostname=''), 10)
+            asyncio.run(connect())
 
         if args.qemu_hello:
             with open(args.qemu_hello, 'rb') as record:

@@ -16,9 +16,10 @@ TLS 1.3 (:mod:`nova_stealth.chaff.tls`); inside it, it asks for a rate
 (``NSC1``, bytes per second and the stream's lifetime in milliseconds,
 the first bytes of its first record) and sends its own data. The
 responder discards what it receives and answers with data at the rate
-asked for; the sender stops writing when the lifetime is over, and the
-responder closes soon after, with TLS's close_notify and a FIN; the
-sender answers in kind.
+asked for (none at 0, which chaff senders ask for: a migration's
+destination sends nothing back); the sender stops writing when the
+lifetime is over, and the responder closes soon after, with TLS's
+close_notify and a FIN; the sender answers in kind.
 
 What one host can take is bounded:
 
@@ -193,6 +194,14 @@ class ChaffResponder(object):
         self.stats['streams'] += 1
         writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         drain = asyncio.ensure_future(self._discard(reader))
+        if not wanted:
+            # One-way, as a migration is: nothing but ACKs goes back.
+            try:
+                await asyncio.wait([drain], timeout=max(
+                    0.0, ends - time.monotonic()))
+                return not drain.done() or drain.exception() is None
+            finally:
+                drain.cancel()
         self.serving[peer] += 1
         try:
             started = window = time.monotonic()

@@ -51,6 +51,7 @@ class ChaffSender(object):
     :param peers: (address, ports) pairs of responders
     :param tls_dir: directory of the x509 credentials
         (:func:`nova_stealth.chaff.tls.client_context`)
+    :param tls_priority: GnuTLS priority string, QEMU's
     :param schedule: a :class:`nova_stealth.chaff.schedules.ChaffSchedule`
     :param max_rate: bytes per second the chaff never exceeds
     :param budget: bytes after which the chaff stops
@@ -58,17 +59,19 @@ class ChaffSender(object):
     :param streams: streams at once
     :param switch_mean: mean lifetime of a stream, in seconds
     :param answer_share: the answer rate asked of responders, as a share of
-        what the stream sends
+        ``max_rate``; 0 (one-way streams, as a migration is) unless a
+        test asks for more
     :param socket_factory: makes the streams' sockets, like socket.socket
         (the testbed makes them inside a host's network namespace)
     """
 
     def __init__(self, peers, schedule, max_rate, budget, tls_dir,
                  migration_rate=lambda: 0.0, streams=2, switch_mean=5.0,
-                 answer_share=0.1, seed=None, clock=time.monotonic,
-                 socket_factory=socket.socket):
+                 answer_share=0.0, seed=None, clock=time.monotonic,
+                 socket_factory=socket.socket,
+                 tls_priority=chaff_tls.QEMU_PRIORITY):
         self.peers = [(address, list(ports)) for address, ports in peers]
-        self.tls = chaff_tls.client_context(tls_dir)
+        self.tls = chaff_tls.client_context(tls_dir, tls_priority)
         self.schedule = schedule
         self.max_rate = max_rate
         self.budget = budget

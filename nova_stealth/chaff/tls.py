@@ -9,32 +9,43 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""TLS for chaff streams: mutual TLS 1.3 with the migration's credentials.
+"""TLS for chaff streams: mutual TLS with the migration's credentials.
 
-Chaff is meant to look like a migration over QEMU's native TLS, so it uses
-the same x509 credentials in the same layout as QEMU's ``tls-creds-x509``
-directory (libvirt's ``default_tls_x509_cert_dir``, ``/etc/pki/qemu``):
-``ca-cert.pem``, ``server-cert.pem`` and ``server-key.pem`` for the
-responder, ``client-cert.pem`` and ``client-key.pem`` for the sender. Each
-end requires the other's certificate to be signed by the CA.
+Chaff is meant to be the same kind of traffic as a migration over QEMU's
+native TLS, so it uses the same x509 credentials in the same layout as
+QEMU's ``tls-creds-x509`` directory (libvirt's
+``default_tls_x509_cert_dir``, ``/etc/pki/qemu``): ``ca-cert.pem``,
+``server-cert.pem`` and ``server-key.pem`` for the responder,
+``client-cert.pem`` and ``client-key.pem`` for the sender. Each end
+requires the other's certificate to be signed by the CA.
 
-The client's hello is shaped like that of GnuTLS's ``NORMAL`` priority
-(what QEMU uses unless told otherwise) as far as Python's ssl module lets
-it be: GnuTLS's versions and cipher suites in its order and no server
-name, while responders negotiate TLS 1.3 only. Python cannot set the
-groups, signature algorithms or extensions, which stay OpenSSL's
-(``benchmarks/client_hello.py`` prints both hellos field by field).
+And it shakes hands as QEMU does: both ends are GnuTLS sessions
+(:mod:`.gnutls`) made as QEMU makes its own, with the priority string
+QEMU uses (``chaff_tls_priority``; QEMU's built-in default is
+``NORMAL``), so the client hello, the server's answer and the handshake's
+record sizes are a migration's. Where libgnutls cannot be loaded, OpenSSL
+stands in, with an error logged: its hello is OpenSSL's, which an
+observer who fingerprints hellos tells from QEMU's
+(``benchmarks/client_hello.py`` prints them field by field).
 """
 
 import os
 import ssl
 import warnings
 
+from oslo_log import log as logging
+
+from nova_stealth.chaff import gnutls
 from nova_stealth import exception
+
+LOG = logging.getLogger(__name__)
 
 CA = 'ca-cert.pem'
 SERVER_CERT, SERVER_KEY = 'server-cert.pem', 'server-key.pem'
 CLIENT_CERT, CLIENT_KEY = 'client-cert.pem', 'client-key.pem'
+#: QEMU's built-in priority string (its ``tls-priority`` build option),
+#: what its tls-creds objects use unless given a ``priority``.
+QEMU_PRIORITY = 'NORMAL'
 
 #: GnuTLS 3.7's NORMAL suites for TLS 1.2 and below, in its order, in
 #: OpenSSL's names. OpenSSL puts its TLS 1.3 suites first as GnuTLS does
@@ -80,8 +91,10 @@ def _load(context, directory, cert, key):
     return context
 
 
-def server_context(directory):
-    """The responder's context: TLS 1.3 only, client certificates required.
+def openssl_server_context(directory):
+    """An OpenSSL responder context: the stand-in where GnuTLS is missing.
+
+    TLS 1.3 only; client certificates required.
 
     :raises nova_stealth.exception.InvalidOption: naming the directory
     """
@@ -90,8 +103,13 @@ def server_context(directory):
     return _load(context, directory, SERVER_CERT, SERVER_KEY)
 
 
-def client_context(directory):
-    """The sender's context: verifies the responder against the CA.
+def openssl_client_context(directory):
+    """An OpenSSL sender context, verifying the responder against the CA.
+
+    Its hello is shaped like GnuTLS's ``NORMAL`` as far as Python's ssl
+    module lets it be (versions, suites and their order; not groups,
+    signature algorithms or extensions). The stand-in where GnuTLS is
+    missing, and the tests' blocking clients.
 
     Hostnames are not checked (chaff peers are addressed by IP and any
     holder of a certificate of the CA may answer chaff); the CA is.
@@ -108,3 +126,78 @@ def client_context(directory):
         context.minimum_version = ssl.TLSVersion.TLSv1
     context.set_ciphers(GNUTLS_NORMAL_TLS12)
     return _load(context, directory, CLIENT_CERT, CLIENT_KEY)
+
+
+def check_priority(priority):
+    """Check that GnuTLS reads ``priority``; its version, or None.
+
+    None, with an error logged, where libgnutls cannot be loaded (chaff
+    then speaks OpenSSL).
+
+    :raises nova_stealth.exception.InvalidOption: naming
+        chaff_tls_priority
+    """
+    try:
+        gnutls.check_priority(priority)
+    except gnutls.Unavailable as e:
+        _log_stand_in(e)
+        return None
+    except ValueError as e:
+        raise exception.InvalidOption(
+            option='chaff_tls_priority', value=priority,
+            reason='GnuTLS cannot read it: %s' % e) from e
+    return gnutls.version()
+
+
+def _gnutls_context(directory, priority, server_side):
+    names = (SERVER_CERT, SERVER_KEY) if server_side else (CLIENT_CERT,
+                                                           CLIENT_KEY)
+    cert_path, key_path, ca_path = _paths(directory, *(names + (CA,)))
+    if check_priority(priority) is None:
+        raise gnutls.Unavailable('no libgnutls')
+    try:
+        credentials = gnutls.Credentials(ca_path, cert_path, key_path)
+    except ssl.SSLError as e:
+        raise exception.InvalidOption(
+            option='chaff_tls_x509_dir', value=directory,
+            reason='cannot load its credentials: %s' % e) from e
+    return gnutls.GnutlsContext(credentials, server_side, priority)
+
+
+def _log_stand_in(error):
+    LOG.error('Chaff TLS is OpenSSL\'s, not QEMU\'s GnuTLS (%s): an '
+              'observer who fingerprints TLS hellos tells chaff from '
+              'migrations. Install libgnutls30.', error)
+
+
+def _context(directory, priority, server_side):
+    try:
+        return _gnutls_context(directory, priority, server_side)
+    except gnutls.Unavailable:
+        # Logged as an error: OpenSSL stands in.
+        return (openssl_server_context if server_side
+                else openssl_client_context)(directory)
+
+
+def server_context(directory, priority=QEMU_PRIORITY):
+    """The responder's context: GnuTLS as QEMU's migration destination.
+
+    Client certificates are required and must chain to the CA.
+
+    :raises nova_stealth.exception.InvalidOption: naming the directory or
+        the priority string
+    """
+    return _context(directory, priority, True)
+
+
+def client_context(directory, priority=QEMU_PRIORITY):
+    """The sender's context: GnuTLS as QEMU's migration source.
+
+    The responder's certificate must chain to the CA; hostnames are not
+    checked (chaff peers are addressed by IP and QEMU sends no server
+    name either).
+
+    :raises nova_stealth.exception.InvalidOption: naming the directory or
+        the priority string
+    """
+    return _context(directory, priority, False)

@@ -114,7 +114,8 @@ def build(group):
     return responder_lib.ChaffResponder(
         group.chaff_responder_address, group.chaff_ports,
         group.chaff_peer_networks,
-        tls.server_context(group.chaff_tls_x509_dir),
+        tls.server_context(group.chaff_tls_x509_dir,
+                           group.chaff_tls_priority),
         max_connections=group.chaff_responder_max_connections,
         max_per_peer=group.chaff_responder_max_per_peer,
         peer_rate=int(group.chaff_responder_peer_rate * units.MIB),

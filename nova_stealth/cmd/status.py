@@ -32,6 +32,7 @@ from oslo_config import cfg
 from oslo_privsep import priv_context
 from oslo_upgradecheck import upgradecheck
 
+from nova_stealth.chaff import gnutls
 from nova_stealth.chaff import tls
 from nova_stealth.cmd import cloud
 from nova_stealth import conf as stealth_conf
@@ -243,14 +244,22 @@ class Checks(upgradecheck.UpgradeCommands):
         if not group.chaff_enabled:
             return Result(Code.SUCCESS)
         try:
-            tls.server_context(group.chaff_tls_x509_dir)
-            tls.client_context(group.chaff_tls_x509_dir)
+            tls.server_context(group.chaff_tls_x509_dir,
+                               group.chaff_tls_priority)
+            context = tls.client_context(group.chaff_tls_x509_dir,
+                                         group.chaff_tls_priority)
         except exception.InvalidOption as e:
             return Result(Code.FAILURE,
                           '%s: no chaff is sent and the responder does not '
                           'start (the check reads them as the user running '
                           'it: run it as nova-compute\'s)' % e)
-        return Result(Code.SUCCESS)
+        if not isinstance(context, gnutls.GnutlsContext):
+            return Result(Code.WARNING,
+                          'libgnutls cannot be loaded, so chaff speaks '
+                          'OpenSSL, whose TLS hello an observer tells from '
+                          'QEMU\'s migrations: install libgnutls30')
+        return Result(Code.SUCCESS, 'GnuTLS %s, priority %s' % (
+            gnutls.version(), group.chaff_tls_priority))
 
     def _check_chaff_responder(self):
         group = self.conf.stealth

@@ -147,11 +147,22 @@ another opens to a peer and port drawn afresh.
 Directory of the x509 credentials chaff streams use, in the layout of
 QEMU's and libvirt's (default_tls_x509_cert_dir): ca-cert.pem,
 server-cert.pem and server-key.pem (the responder's identity),
-client-cert.pem and client-key.pem (the sender's). Chaff is mutual TLS 1.3:
+client-cert.pem and client-key.pem (the sender's). Chaff is mutual TLS:
 each end refuses a certificate the CA did not sign. Use the credentials of
 libvirt's native TLS migration (live_migration_with_native_tls), so chaff
 and migrations are the same kind of traffic. Without readable credentials
 no chaff is sent, and each migration logs an error.
+"""),
+    cfg.StrOpt(
+        'chaff_tls_priority',
+        default='NORMAL',
+        help="""
+GnuTLS priority string of chaff's TLS sessions, at both ends. Chaff speaks
+GnuTLS, QEMU's TLS library, and must offer what QEMU's migrations offer so
+that its handshake is theirs: QEMU's built-in default is NORMAL; set the
+priority your QEMU's tls-creds objects use if libvirt gives them another
+(for example from qemu.conf). nova-compute and the chaff responder stop at
+start-up if GnuTLS cannot read it.
 """),
     cfg.ListOpt(
         'chaff_peer_networks',

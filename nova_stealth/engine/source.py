@@ -437,6 +437,7 @@ class SourceSession(object):
                 budget=int(self.group.chaff_budget_fraction *
                            self.memory_bytes),
                 tls_dir=self.group.chaff_tls_x509_dir,
+                tls_priority=self.group.chaff_tls_priority,
                 switch_mean=self.group.chaff_switch_seconds,
                 migration_rate=self.migration_throughput, seed=self.seed)
         except exception.InvalidOption as e:

@@ -50,6 +50,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 from oslo_log import log as logging
 import pbr.version
 
+from nova_stealth.chaff import tls as chaff_tls
 from nova_stealth import conf as stealth_conf
 from nova_stealth.engine import destination
 from nova_stealth.engine import source
@@ -128,6 +129,10 @@ class StealthLibvirtDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         stealth_conf.validate(CONF)
         self._check_hypervisor_limiter()
+        if CONF.stealth.enabled and CONF.stealth.chaff_enabled:
+            # A priority GnuTLS cannot read stops nova-compute here rather
+            # than leaving each migration without chaff.
+            chaff_tls.check_priority(CONF.stealth.chaff_tls_priority)
         self.stealth = None
         #: Migrations this service aborted as it started (see init_host).
         self._aborted_at_start = set()

@@ -83,7 +83,7 @@ def connect(lab, source, port=61500):
 
 def connect_tls(lab, source, tls_dir, port=61500):
     """A mutual TLS connection as a chaff sender opens it."""
-    return tls.client_context(tls_dir).wrap_socket(
+    return tls.openssl_client_context(tls_dir).wrap_socket(
         connect(lab, source, port), server_hostname=None)
 
 

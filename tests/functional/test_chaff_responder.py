@@ -80,7 +80,7 @@ def test_refuses_certificates_the_ca_did_not_sign(lab, credentials):
     responder = chaffnet.Responder(lab, credentials['host'])
     try:
         # A client that trusts our CA but holds another CA's certificate.
-        context = tls.client_context(credentials['rogue'])
+        context = tls.openssl_client_context(credentials['rogue'])
         context.load_verify_locations(
             os.path.join(credentials['ca'], tls.CA))
         for _ in range(3):
@@ -115,8 +115,12 @@ def test_malformed_tls_costs_no_memory(lab, credentials):
             socks = []
             for index in range(50):
                 sock = chaffnet.connect(lab, lab.SRC_V4, 61501 + index % 3)
-                # A TLS handshake record header, then garbage.
-                sock.sendall(b'\x16\x03\x01\x02\x00' + os.urandom(512))
+                # A TLS record and a client hello's header, then garbage.
+                # (Random bytes where the hello's header should be make
+                # GnuTLS, as QEMU, wait up to hello_timeout for the rest
+                # of a message as long as they say: hello_timeout.)
+                sock.sendall(b'\x16\x03\x01\x02\x00\x01\x00\x01\xfc' +
+                             os.urandom(508))
                 socks.append(sock)
             for sock in socks:
                 assert chaffnet.refused(sock)
