@@ -65,6 +65,8 @@ MAGICS = ((b'QEVM', 'qemu-migration (QEVM)'),
 LIBVIRT_PORTS = (49152, 49215)
 LINUX_EPHEMERAL = (32768, 60999)
 _NOTHING = (None, None)
+#: The battery's operating point: at most 2% of background flows flagged.
+OPERATING_FPR = 0.02
 TELLS = ('payload_prefix', 'tls_client_hello', 'ending', 'port_range',
          'server_port', 'co_timing')
 _MIX = [np.uint64(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
@@ -426,8 +428,49 @@ def summarize(flows, labels, table):
                 'background': shared,
                 'background_share': (shared / background
                                      if background else None)})
-        summary[tell] = {'rows': rows, 'migration_values': rarity}
+        summary[tell] = {'rows': rows, 'migration_values': rarity,
+                         'operating_point': operating_point(rows)}
     return summary, per_flow
+
+
+def operating_point(rows, fpr=OPERATING_FPR):
+    """How well one tell alone picks out migrations and chaff.
+
+    The observer's best rule on one categorical tell flags the values
+    in order of how much more often migrations (or chaff) show them than
+    the background does, while the flagged values hold at most ``fpr`` of
+    the background's flows: the battery's operating point. Learned and
+    judged on the same flows, so it is the observer's best case.
+
+    :param rows: a tell's ``rows`` from :func:`summarize`
+    :returns: {'migration'|'chaff': {'tpr', 'fpr', 'values'}}, only for
+        labels present, or {} without background flows
+    """
+    background = sum(row['flows'].get('background', 0) for row in rows)
+    if not background:
+        return {}
+    found = {}
+    for label in ('migration', 'chaff'):
+        positives = sum(row['flows'].get(label, 0) for row in rows)
+        if not positives:
+            continue
+        # Most telling first: positives' share over background's.
+        ranked = sorted(rows, key=lambda row: -(
+            row['flows'].get(label, 0) / positives) / (
+            (row['flows'].get('background', 0) + 0.5) / background))
+        caught = flagged = 0
+        values = []
+        for row in ranked:
+            hits = row['flows'].get(label, 0)
+            shared = row['flows'].get('background', 0)
+            if not hits or (flagged + shared) / background > fpr:
+                continue
+            caught += hits
+            flagged += shared
+            values.append(row['value'])
+        found[label] = {'tpr': caught / positives,
+                        'fpr': flagged / background, 'values': values}
+    return found
 
 
 def markdown(summary):
@@ -438,6 +481,21 @@ def markdown(summary):
              'Per tell, the flows of each label that share each value; '
              '"background share" is the part of the background flows '
              'showing a value the migrations show (rare = telling).']
+    lines += ['', 'Each tell alone, as the observer\'s best rule on it (the '
+              'values most telling first, while they hold at most %d%% of '
+              'the background; learned on these same flows):' % (
+                  100 * OPERATING_FPR), '',
+              '| tell | migrations caught | chaff caught | background '
+              'flagged |', '|---|---|---|---|']
+    for tell, table in summary.items():
+        point = table.get('operating_point') or {}
+        lines.append('| %s | %s | %s | %s |' % (
+            tell, *(('%.0f%%' % (100 * point[label]['tpr']))
+                    if label in point else '-'
+                    for label in ('migration', 'chaff')),
+            ' / '.join('%.1f%%' % (100 * point[label]['fpr'])
+                       for label in ('migration', 'chaff')
+                       if label in point) or '-'))
     for tell, table in summary.items():
         labels = sorted({label for row in table['rows']
                          for label in row['flows']})

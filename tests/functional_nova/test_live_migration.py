@@ -444,6 +444,12 @@ class TestServiceLifecycle(StealthMigrationTestBase):
                           'stealth.StealthLibvirtDriver')
         self.assertIn('Invalid value 10 for option [libvirt] '
                       'live_migration_bandwidth', self.stdlog.logger.output)
+        self.flags(group='libvirt', live_migration_bandwidth=0)
+        self.flags(group='stealth', chaff_tls_priority='NORMAL:+NO-SUCH')
+        self.assertRaises(SystemExit, self._start, 'other3',
+                          'stealth.StealthLibvirtDriver')
+        self.assertIn("for option [stealth] chaff_tls_priority: GnuTLS "
+                      "cannot read it", self.stdlog.logger.output)
 
     def test_restart_with_stealth_disabled_still_sweeps(self):
         # Turning nova_stealth off must not leave a crashed run's shaping

@@ -269,3 +269,38 @@ def test_testbed_captures_at_the_snap_length_asked_for():
                                    '0']).snaplen == 0
     with pytest.raises(SystemExit):
         testbed_cmd.parse_args(['run', '--out', 'x', '--snaplen', '-1'])
+
+
+def rows_of(counts):
+    """summarize()'s rows from {value: {label: flows}}."""
+    return [{'value': value, 'flows': flows}
+            for value, flows in counts.items()]
+
+
+def test_a_value_only_migrations_show_catches_them_all():
+    point = tells.operating_point(rows_of({
+        'QEVM': {'migration': 6},
+        'tls': {'chaff': 30, 'background': 990, 'migration': 2},
+        'http': {'background': 10}}))
+    assert point['migration']['tpr'] == pytest.approx(6 / 8)
+    assert point['migration']['fpr'] == 0.0
+    assert point['migration']['values'] == ['QEVM']
+    # Chaff shows only what 99% of the background shows: none flagged.
+    assert point['chaff'] == {'tpr': 0.0, 'fpr': 0.0, 'values': []}
+
+
+def test_the_rule_stays_within_two_percent_of_the_background():
+    # 'rare' is 1.5% of the background: flagged, with the migrations and
+    # chaff that show it; 'seldom', more telling, is 2.5% alone.
+    point = tells.operating_point(rows_of({
+        'rare': {'background': 15, 'migration': 3, 'chaff': 1},
+        'seldom': {'background': 25, 'migration': 5},
+        'common': {'background': 960, 'migration': 2, 'chaff': 9}}))
+    assert point['migration']['values'] == ['rare']
+    assert point['migration']['tpr'] == pytest.approx(0.3)
+    assert point['migration']['fpr'] == pytest.approx(0.015)
+    assert point['chaff']['tpr'] == pytest.approx(0.1)
+
+
+def test_no_background_no_operating_point():
+    assert tells.operating_point(rows_of({'x': {'migration': 3}})) == {}
