@@ -104,6 +104,10 @@ def parse_args(argv):
                      help='migrate over QEMU\'s native TLS (x509 '
                           'credentials the testbed makes), as libvirt does '
                           'with [libvirt] live_migration_with_native_tls')
+    run.add_argument('--background-tls', action='store_true',
+                     help='the background speaks TLS (OpenSSL, a server '
+                          'name and ALPN, certificates of a CA of its own), '
+                          'as most Internet traffic does')
     run.add_argument('--matched', action='store_true',
                      help='after each stealthed run, a native one at its '
                           'mean throughput, the baseline of its time ratio '
@@ -267,7 +271,8 @@ def run(args):
             with runner.Site(workdir, load, args.seed,
                              snaplen=args.snaplen,
                              qemu_binary=args.qemu,
-                             native_tls=args.native_tls) as site:
+                             native_tls=args.native_tls,
+                             background_tls=args.background_tls) as site:
                 loads[load] = site.measured_load
                 with open(loads_path, 'w') as out:
                     json.dump(loads, out)

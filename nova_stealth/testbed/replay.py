@@ -169,8 +169,11 @@ async def _replay(writer, bins, bin_s):
         await writer.drain()
 
 
-async def serve(address, path):
-    """Replay envelopes to whoever asks, until cancelled."""
+async def serve(address, path, tls=None):
+    """Replay envelopes to whoever asks, until cancelled.
+
+    :param tls: the servers' SSLContext (:func:`traffic.server_tls`)
+    """
     envelopes = load(path)
 
     async def answer(reader, writer):
@@ -185,7 +188,7 @@ async def serve(address, path):
         finally:
             writer.close()
 
-    servers = [await asyncio.start_server(answer, address, port)
+    servers = [await asyncio.start_server(answer, address, port, ssl=tls)
                for port in ports(envelopes)]
     print(json.dumps({'ready': True}), flush=True)
     await asyncio.gather(*(server.serve_forever() for server in servers))
@@ -213,9 +216,10 @@ def first_request(envelopes, rng, think_s):
     return index, int(rng.random() * len(envelopes['bins'][index]))
 
 
-async def _fetch(server, port, index, first, size, totals, origin):
+async def _fetch(server, port, index, first, size, totals, origin, tls):
     """Ask for envelope ``index`` from bin ``first``; count what comes."""
-    reader, writer = await asyncio.open_connection(server, port)
+    reader, writer = await asyncio.open_connection(
+        server, port, **traffic.tls_arguments(tls))
     try:
         writer.write(REQUEST.pack(index, first))
         left = size
@@ -229,7 +233,7 @@ async def _fetch(server, port, index, first, size, totals, origin):
         writer.close()
 
 
-async def _user(server, envelopes, rng, think_s, totals):
+async def _user(server, envelopes, rng, think_s, totals, tls):
     port_of = {origin: port for port, origin in ports(envelopes).items()}
     request = first_request(envelopes, rng, think_s)
     if request is None:
@@ -243,17 +247,20 @@ async def _user(server, envelopes, rng, think_s, totals):
         try:
             await _fetch(server, port_of[origin], index, first,
                          int(envelopes['bins'][index][first:].sum()),
-                         totals, origin)
+                         totals, origin, tls)
         except OSError:
             await asyncio.sleep(1.0)
         await asyncio.sleep(rng.expovariate(1.0 / think_s))
 
 
-async def users(server, path, count, seed, think_s):
-    """Run ``count`` replaying users against ``server`` until SIGTERM."""
+async def users(server, path, count, seed, think_s, tls=None):
+    """Run ``count`` replaying users against ``server`` until SIGTERM.
+
+    :param tls: the users' SSLContext (:func:`traffic.client_tls`)
+    """
     envelopes = load(path)
     await traffic.run_users(lambda rng, totals: _user(
-        server, envelopes, rng, think_s, totals), count, seed)
+        server, envelopes, rng, think_s, totals, tls), count, seed)
 
 
 def main(argv=None):
@@ -268,12 +275,17 @@ def main(argv=None):
     client.add_argument('--count', type=int, required=True)
     client.add_argument('--seed', type=int, default=0)
     client.add_argument('--think-s', type=float, default=2.0)
+    for role in (server, client):
+        role.add_argument('--tls-dir', help='speak TLS, with these x509 '
+                          'credentials (QEMU\'s layout)')
     args = parser.parse_args(argv)
     if args.role == 'server':
-        asyncio.run(serve(args.address, args.envelopes))
+        asyncio.run(serve(args.address, args.envelopes,
+                          traffic.server_tls(args.tls_dir)))
     else:
         asyncio.run(users(args.server, args.envelopes, args.count,
-                          args.seed, args.think_s))
+                          args.seed, args.think_s,
+                          traffic.client_tls(args.tls_dir)))
 
 
 if __name__ == '__main__':

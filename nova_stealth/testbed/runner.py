@@ -145,11 +145,15 @@ class Site(object):
         before the first run
     :param snaplen: bytes of each packet the captures keep
     :param qemu_binary: the QEMU the VMs run
+    :param native_tls: migrate over QEMU's native TLS
+    :param background_tls: the background speaks TLS (certificates of a
+        CA of its own)
     """
 
     def __init__(self, workdir, load, seed, sources=1, background='markov',
                  envelopes=None, settle=SETTLE_SECONDS, snaplen=SNAPLEN,
-                 qemu_binary=qemu.QEMU, native_tls=False):
+                 qemu_binary=qemu.QEMU, native_tls=False,
+                 background_tls=False):
         if background not in BACKGROUNDS:
             raise ValueError('background %r: use %s'
                              % (background, ', '.join(BACKGROUNDS)))
@@ -170,6 +174,9 @@ class Site(object):
         #: QEMU migrates over TLS with them too, as libvirt's native TLS.
         self.tls_dir = None
         self.native_tls = native_tls
+        #: The background servers' credentials, with background_tls.
+        self.background_tls_dir = None
+        self.background_tls = background_tls
 
     def _start(self, ns, argv, what, ready=True):
         process = subprocess.Popen(
@@ -200,6 +207,11 @@ class Site(object):
                     '--ports', chaff_conf.DEFAULT_CHAFF_PORTS,
                     '--peer-network', '198.18.0.0/16',
                     '--tls-dir', self.tls_dir], 'chaff responder on ' + host)
+            if self.background_tls:
+                self.background_tls_dir = x509.make_credentials(
+                    os.path.join(self.workdir, 'x509-web'),
+                    x509.make_ca(os.path.join(self.workdir, 'x509-web-ca'),
+                                 'background web CA'))
             if self.background == 'markov':
                 self._markov()
             else:
@@ -216,26 +228,31 @@ class Site(object):
             raise
         return self
 
+    def _tls(self):
+        if self.background_tls_dir is None:
+            return []
+        return ['--tls-dir', self.background_tls_dir]
+
     def _markov(self):
         python = [sys.executable, '-m', traffic.__name__]
         for host in ('bgl', 'bgr'):
             self._start(host, python + ['server', '--address',
-                                        self.topology.address(host)],
-                        'traffic server on %s' % host)
+                                        self.topology.address(host)] +
+                        self._tls(), 'traffic server on %s' % host)
         users = LOADS[self.load]
         for host, server in (('bgr', 'bgl'), ('bgl', 'bgr')):
             self._start(host, python + [
                 'users', '--server', self.topology.address(server),
-                '--count', str(users), '--seed', '%d' % self.seed],
-                'users on %s' % host)
+                '--count', str(users), '--seed', '%d' % self.seed] +
+                self._tls(), 'users on %s' % host)
 
     def _trace(self):
         python = [sys.executable, '-m', replay.__name__]
         for host in ('bgl', 'bgr'):
             self._start(host, python + ['server', '--address',
                                         self.topology.address(host),
-                                        '--envelopes', self.envelopes],
-                        'replay server on %s' % host)
+                                        '--envelopes', self.envelopes] +
+                        self._tls(), 'replay server on %s' % host)
         rate = replay.mean_rate(replay.load(self.envelopes), TRACE_THINK_S)
         users = max(1, int(round(TRACE_LOADS[self.load] * (
             topology.BOTTLENECK_MBIT * 1e6 / 8) / rate)))
@@ -244,7 +261,8 @@ class Site(object):
                 'users', '--server', self.topology.address(server),
                 '--envelopes', self.envelopes, '--count', str(users),
                 '--seed', '%d' % self.seed, '--think-s',
-                str(TRACE_THINK_S)], 'replay users on %s' % host)
+                str(TRACE_THINK_S)] + self._tls(),
+                'replay users on %s' % host)
 
     def background_kinds(self):
         """{server port: kind} of this site's background flows."""

@@ -23,9 +23,13 @@ chain, each with think times:
 * ``mail``: a small upload and a short answer.
 
 Requests are 8 bytes: the size wanted (download), or the size to follow
-with the top bit set (upload). Run as ``python -m
-nova_stealth.testbed.traffic server|users`` inside a namespace; ``users``
-prints a JSON line of what it moved when it gets SIGTERM.
+with the top bit set (upload). With ``--tls-dir`` every connection is TLS,
+as most Internet traffic is: the server holds a certificate of its own CA
+(not the compute nodes'), users speak OpenSSL, as Python's ssl and most
+clients on Linux do, with a server name and ALPN, as browsers do. Run as
+``python -m nova_stealth.testbed.traffic server|users`` inside a
+namespace; ``users`` prints a JSON line of what it moved when it gets
+SIGTERM.
 """
 
 import argparse
@@ -34,6 +38,7 @@ import json
 import os
 import random
 import signal
+import ssl
 import struct
 
 REQUEST = struct.Struct('!Q')
@@ -48,6 +53,43 @@ CHAIN = {
 }
 CHUNK = 1 << 16
 PAYLOAD = os.urandom(1 << 20)
+#: The server name background users ask for (RFC 2606's reserved domain).
+SERVER_NAME = 'www.example.net'
+ALPN = ['h2', 'http/1.1']
+
+
+def server_tls(tls_dir):
+    """The background servers' TLS context, or None for plain TCP.
+
+    :param tls_dir: x509 credentials in QEMU's layout
+        (:func:`nova_stealth.testbed.x509.make_credentials`), or None
+    """
+    if tls_dir is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.path.join(tls_dir, 'server-cert.pem'),
+                            os.path.join(tls_dir, 'server-key.pem'))
+    context.set_alpn_protocols(ALPN)
+    return context
+
+
+def client_tls(tls_dir):
+    """The background users' TLS context, or None for plain TCP."""
+    if tls_dir is None:
+        return None
+    context = ssl.create_default_context(
+        cafile=os.path.join(tls_dir, 'ca-cert.pem'))
+    # The certificate names the testbed's host, not SERVER_NAME.
+    context.check_hostname = False
+    context.set_alpn_protocols(ALPN)
+    return context
+
+
+def tls_arguments(context):
+    """open_connection's keywords for ``context`` (none for plain TCP)."""
+    if context is None:
+        return {}
+    return {'ssl': context, 'server_hostname': SERVER_NAME}
 
 
 async def _serve(reader, writer):
@@ -72,9 +114,12 @@ async def _serve(reader, writer):
         writer.close()
 
 
-async def serve(address):
-    """Answer requests on every port until cancelled."""
-    servers = [await asyncio.start_server(_serve, address, port)
+async def serve(address, tls=None):
+    """Answer requests on every port until cancelled.
+
+    :param tls: the servers' SSLContext (:func:`server_tls`), or None
+    """
+    servers = [await asyncio.start_server(_serve, address, port, ssl=tls)
                for port in PORTS.values()]
     print(json.dumps({'ready': True}), flush=True)
     await asyncio.gather(*(server.serve_forever() for server in servers))
@@ -83,17 +128,18 @@ async def serve(address):
 class User(object):
     """One user's Markov chain of activities."""
 
-    def __init__(self, server, rng, totals):
+    def __init__(self, server, rng, totals, tls=None):
         self.server = server
         self.rng = rng
         self.totals = totals
+        self.tls = tls_arguments(tls)
 
     def _size(self, median, sigma, cap):
         return int(min(cap, self.rng.lognormvariate(0, sigma) * median))
 
     async def _fetch(self, kind, sizes, gap=lambda: 0.0, upload=0):
-        reader, writer = await asyncio.open_connection(self.server,
-                                                       PORTS[kind])
+        reader, writer = await asyncio.open_connection(
+            self.server, PORTS[kind], **self.tls)
         try:
             if upload:
                 writer.write(REQUEST.pack(UPLOAD | upload))
@@ -144,10 +190,13 @@ class User(object):
             await asyncio.sleep(rng.expovariate(1 / 8.0))
 
 
-async def users(server, count, seed):
-    """Run ``count`` users against ``server`` until SIGTERM."""
-    await run_users(lambda rng, totals: User(server, rng, totals).run(),
-                    count, seed)
+async def users(server, count, seed, tls=None):
+    """Run ``count`` users against ``server`` until SIGTERM.
+
+    :param tls: the users' SSLContext (:func:`client_tls`), or None
+    """
+    await run_users(lambda rng, totals: User(server, rng, totals,
+                                             tls).run(), count, seed)
 
 
 async def run_users(user, count, seed):
@@ -180,11 +229,15 @@ def main(argv=None):
     client.add_argument('--server', required=True)
     client.add_argument('--count', type=int, required=True)
     client.add_argument('--seed', type=int, default=0)
+    for role in (server, client):
+        role.add_argument('--tls-dir', help='speak TLS, with these x509 '
+                          'credentials (QEMU\'s layout)')
     args = parser.parse_args(argv)
     if args.role == 'server':
-        asyncio.run(serve(args.address))
+        asyncio.run(serve(args.address, server_tls(args.tls_dir)))
     else:
-        asyncio.run(users(args.server, args.count, args.seed))
+        asyncio.run(users(args.server, args.count, args.seed,
+                          client_tls(args.tls_dir)))
 
 
 if __name__ == '__main__':
