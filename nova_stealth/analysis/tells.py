@@ -405,6 +405,16 @@ def summarize(flows, labels, table):
     per_flow = [table.tells_of(flow.key) for flow in flows]
     names = [(labels[i][0] if labels else 'all flows')
              for i in range(len(flows))]
+    return tally(per_flow, names), per_flow
+
+
+def tally(per_flow, names):
+    """Per tell, flows per value and label, and the operating points.
+
+    :param per_flow: each flow's tells (None where none were seen)
+    :param names: each flow's label (``migration``, ``chaff``,
+        ``background``...)
+    """
     summary = {}
     for tell in TELLS:
         counts = collections.OrderedDict()
@@ -430,7 +440,7 @@ def summarize(flows, labels, table):
                                      if background else None)})
         summary[tell] = {'rows': rows, 'migration_values': rarity,
                          'operating_point': operating_point(rows)}
-    return summary, per_flow
+    return summary
 
 
 def operating_point(rows, fpr=OPERATING_FPR):

@@ -20,6 +20,7 @@ import numpy as np
 from nova_stealth.analysis import battery_report
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import report as audit_report
+from nova_stealth.analysis import tells
 from nova_stealth.testbed import scoring
 from nova_stealth import units
 
@@ -140,6 +141,7 @@ def markdown(results, plots):
                          run['chaff_bytes'] / units.MIB,
                          _num(run.get('time_ratio'))))
     lines += battery_report.markdown(results['battery'])
+    lines += tells_markdown(results.get('tells'))
     lines += ['', '## Chi-square test against background (Section VI)', '',
               '| flows | chi2 | p-value | result |', '|---|---|---|---|']
     for row in results['chi_square']:
@@ -162,6 +164,28 @@ def markdown(results, plots):
     if plots:
         lines += ['', '## Plots', ''] + ['![%s](%s)' % (p, p) for p in plots]
     return '\n'.join(lines) + '\n'
+
+
+def tells_markdown(found):
+    """report.md's tells: each alone at 2% FPR, per load, then pooled."""
+    if not found:
+        return []
+    lines = ['', '## Tells besides timing, each alone at %d%% FPR' % (
+        100 * tells.OPERATING_FPR), '',
+        'Migrations (native and stealthed) and chaff flows caught by the '
+        'observer\'s best rule on one tell, learned on these flows '
+        '(their best case); see the pooled tables below.', '',
+        '| load | tell | migrations caught | chaff caught |',
+        '|---|---|---|---|']
+    groups = list(found['per_load'].items()) + [('pooled',
+                                                 found['pooled'])]
+    for load, summary in groups:
+        for tell, table in summary.items():
+            point = table['operating_point']
+            lines.append('| %s | %s | %s | %s |' % (load, tell, *(
+                '%.0f%%' % (100 * point[label]['tpr']) if label in point
+                else '-' for label in ('migration', 'chaff'))))
+    return lines + tells.markdown(found['pooled'])
 
 
 def plots(out_dir, runs, pooled, summary):
@@ -190,7 +214,8 @@ def plots(out_dir, runs, pooled, summary):
 
 def write(out_dir, runs, loads, seed=0, with_plots=True):
     """Score the runs and write results.json and report.md."""
-    pooled = scoring.labelled_flows(runs)
+    found_tells = []
+    pooled = scoring.labelled_flows(runs, tells_out=found_tells)
     attacks = scoring.attack(pooled, seed)
     found = scoring.battery(pooled, seed)
     scores_by = found.pop('scores')
@@ -200,6 +225,7 @@ def write(out_dir, runs, loads, seed=0, with_plots=True):
     results = {'runs': [{k: run.get(k) for k in RUN_KEYS} for run in runs],
                'summary': summary, 'attacks': attacks, 'loads': loads,
                'battery': found,
+               'tells': scoring.tells_by_load(found_tells),
                'qemu': sorted({run.get('qemu_package') or run.get('qemu') or
                                'unknown' for run in runs}),
                'chi_square': chi,

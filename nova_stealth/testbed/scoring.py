@@ -47,6 +47,7 @@ from nova_stealth.analysis import battery as battery_lib
 from nova_stealth.analysis import detectors as detector_lib
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import stats
+from nova_stealth.analysis import tells
 from nova_stealth.analysis import truth
 
 FOLDS = 5
@@ -62,11 +63,13 @@ def mode_name(run):
     return run['policy'] or 'native'
 
 
-def labelled_flows(runs, options=None):
+def labelled_flows(runs, options=None, tells_out=None):
     """Every flow of every capture with its label, kind, mode, run, load.
 
     :param options: :class:`flows.FlowOptions` (default: the attacker's
         filtering, with the multi-scale features the battery needs)
+    :param tells_out: a list to which, read in the same pass, each flow's
+        (tells, label, load) is added (:mod:`nova_stealth.analysis.tells`)
 
     :returns: [battery.Sample(flow, label, kind, mode, run, load)], labels
         from the truth files; migration flows carry their run's mode; run
@@ -75,15 +78,39 @@ def labelled_flows(runs, options=None):
     pooled = []
     for run in runs:
         labels = truth.load(run['truth'])
-        flows, _ = flow_lib.read_flows(
-            [run['capture']],
-            options or flow_lib.FlowOptions(multiscale=True))
+        options = options or flow_lib.FlowOptions(multiscale=True)
+        table = tells.TellTable(options) if tells_out is not None else None
+        flows, _ = flow_lib.read_flows([run['capture']], options,
+                                       also=[table] if table else [])
         for flow in flows:
             label, kind = truth.label_of(flow.key, labels)
             pooled.append(battery_lib.Sample(flow, label, kind,
                                              mode_name(run), run['name'],
                                              run.get('load')))
+            if table is not None:
+                tells_out.append((table.tells_of(flow.key), label,
+                                  run.get('load')))
     return pooled
+
+
+def tells_by_load(found):
+    """The tells' tallies pooled and per load, from ``tells_out``.
+
+    :returns: {'pooled': tally, 'per_load': {load: tally}}, or None when
+        the captures held no payload (a snap length of headers only)
+    """
+    if not any(flow_tells and flow_tells['payload_prefix'] != 'none'
+               for flow_tells, _, _ in found):
+        return None
+    per_load = collections.defaultdict(list)
+    for entry in found:
+        per_load[entry[2]].append(entry)
+
+    def of(entries):
+        return tells.tally([e[0] for e in entries], [e[1] for e in entries])
+    return {'pooled': of(found),
+            'per_load': {load: of(entries)
+                         for load, entries in sorted(per_load.items())}}
 
 
 def _out_of_fold(flows, positive, windows, seed):

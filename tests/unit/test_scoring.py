@@ -108,3 +108,35 @@ def test_costs_prefer_the_native_run_at_the_stealthed_rate():
     scoring.costs([alone, closest])
     assert alone['baseline'] == 'closest'
     assert alone['native_reference'] == closest['name']
+
+
+def flow_tells(prefix='tls-handshake', hello='t13i291200_x_y', ending='fin',
+               port='dynamic', server_port=61500, co_timing=0):
+    return {'payload_prefix': prefix, 'tls_client_hello': hello,
+            'ending': ending, 'port_range': port, 'server_port': server_port,
+            'co_timing': co_timing}
+
+
+def test_tells_pooled_and_per_load():
+    background = [(flow_tells(hello='t13d1516h2_a_b', port='registered',
+                              server_port=18080), 'background', load)
+                  for load in 'SM' for _ in range(100)]
+    migrations = [(flow_tells(port='libvirt', server_port=49152),
+                   'migration', load) for load in 'SM' for _ in range(3)]
+    chaff = [(flow_tells(ending='rst' if load == 'M' else 'fin'), 'chaff',
+              load) for load in 'SM' for _ in range(10)]
+    found = scoring.tells_by_load(background + migrations + chaff)
+    assert sorted(found['per_load']) == ['M', 'S']
+    hello = found['pooled']['tls_client_hello']['operating_point']
+    # The hello no background flow sends gives both away.
+    assert hello['migration']['tpr'] == 1.0 and hello['chaff']['tpr'] == 1.0
+    ending = found['per_load']['S']['ending']['operating_point']
+    assert ending['chaff']['tpr'] == 0.0
+    ending = found['per_load']['M']['ending']['operating_point']
+    assert ending['chaff']['tpr'] == 1.0
+
+
+def test_no_tells_without_payload():
+    assert scoring.tells_by_load(
+        [(flow_tells(prefix='none'), 'background', 'S'),
+         (None, 'migration', 'S')]) is None
