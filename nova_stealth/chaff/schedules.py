@@ -30,8 +30,13 @@ ENVELOPE_TICK = 0.1
 TRACK_SECONDS = 0.2
 #: Least chaff while the migration runs, as a share of the level: idle TCP
 #: streams restart from a small window (tcp_slow_start_after_idle) and
-#: could not take over at the end in time.
-KEEP_ALIVE = 0.1
+#: could not take over at the end in time. A twentieth keeps a window that
+#: slow start takes to the level within a few round trips.
+KEEP_ALIVE = 0.05
+#: The shortest ramp sizing leaves: slower than a TCP flow's own start,
+#: and about what the chaff functional test's sized ramps come to (it
+#: finds no step at the migration's start or end).
+MIN_RAMP_SECONDS = 1.5
 
 
 def smooth_ramp(progress):
@@ -51,10 +56,16 @@ class ChaffSchedule(metaclass=abc.ABCMeta):
     :param lead: (low, high) seconds of ramp-up before the migration
     :param tail: (low, high) seconds of ramp-down after it
     :param seed: seed of the schedule's random draws
+    :param migration_rates: a sample of the migration's rates (the rate
+        policy run ahead), for schedules that follow it
+    :param expected_bytes: the migration's expected bytes, and
+    :param cost_fraction: the share of them the chaff should cost, for
+        schedules that size themselves
     """
 
     def __init__(self, level, lead=(5.0, 15.0), tail=(5.0, 15.0),
-                 seed=None):
+                 seed=None, migration_rates=None, expected_bytes=None,
+                 cost_fraction=None):
         self.level = float(level)
         self.rng = np.random.default_rng(seed)
         self.lead = float(self.rng.uniform(*lead))
@@ -127,6 +138,13 @@ class RampSchedule(ChaffSchedule):
     ``migration_rate`` passed to :meth:`rate` must be the throughput the
     migration's class measures, not the rate set: a migration's data keeps
     draining from its socket after the hypervisor says it is done.
+
+    Given the migration's ``expected_bytes`` and a ``cost_fraction``, the
+    ramps drawn are shortened, all by one factor and none below
+    MIN_RAMP_SECONDS, until the chaff expected (:meth:`expected_cost`) is
+    at most that fraction of the migration's bytes: a large guest pays a
+    small share for ramps of the full length, a small one the shortest
+    ramps that hide its steps.
     """
 
     #: The migration's class counts as drained below this share of its
@@ -136,8 +154,10 @@ class RampSchedule(ChaffSchedule):
     DRAIN_SECONDS = 2.0
 
     def __init__(self, level, lead=(5.0, 15.0), tail=(5.0, 15.0),
-                 seed=None, cv=0.5, memory=0.7, migration_rates=None):
-        super().__init__(level, lead, tail, seed)
+                 seed=None, cv=0.5, memory=0.7, migration_rates=None,
+                 expected_bytes=None, cost_fraction=None):
+        super().__init__(level, lead, tail, seed, migration_rates,
+                         expected_bytes, cost_fraction)
         self.fade = float(self.rng.uniform(*lead))
         self.spread = math.sqrt(math.log(1.0 + cv * cv))
         self.memory = memory
@@ -148,6 +168,8 @@ class RampSchedule(ChaffSchedule):
                                              len(migration_rates)))
             self.target_level = float(np.mean(np.maximum(
                 self.level * factors, np.asarray(migration_rates))))
+        if expected_bytes and cost_fraction is not None:
+            self._fit(expected_bytes, cost_fraction)
         self.log_factor = float(self.rng.normal(0.0, self.spread))
         self.factor_at = None
         self.recent_total = None
@@ -155,6 +177,33 @@ class RampSchedule(ChaffSchedule):
         self.recent_at = None
         self.tail_at = None
         self.end_level = None
+
+    def expected_cost(self, expected_bytes):
+        """Chaff bytes expected for a migration of ``expected_bytes``.
+
+        The two ramps and the fade (a raised cosine averages half its
+        height; under the fade the chaff fills in at most that, less what
+        the migration sends) and the keep-alive for as long as the
+        migration lasts at ``level``.
+        """
+        seconds = expected_bytes / self.level
+        return (self.target_level * (self.lead + self.fade + self.tail) /
+                2.0 + KEEP_ALIVE * self.level * seconds)
+
+    def _fit(self, expected_bytes, cost_fraction):
+        # Shorter ramps where the drawn ones would cost more than the
+        # budget: lead, fade and tail by one factor, as they are drawn
+        # alike, none below MIN_RAMP_SECONDS, so a small guest's chaff is
+        # bounded by the shortest ramps that still hide its steps.
+        keep = KEEP_ALIVE * expected_bytes
+        ramps = self.expected_cost(expected_bytes) - keep
+        room = cost_fraction * expected_bytes - keep
+        if ramps <= room:
+            return
+        scale = max(room, 0.0) / ramps
+        self.lead, self.fade, self.tail = (
+            max(min(seconds, MIN_RAMP_SECONDS), seconds * scale)
+            for seconds in (self.lead, self.fade, self.tail))
 
     def factor(self, now):
         """The target's multiplicative variation at ``now`` (mean 1)."""

@@ -66,12 +66,13 @@ egress.
         max=10.0,
         help="""
 Most chaff bytes a migration may cause, as a fraction of the migration's own
-bytes. The ramp schedule with the default policy sends 40 to 50% (most of it
-filling in under the migration); when the budget runs out the chaff stops,
-which an observer can see.
+bytes: a hard cap. When the budget runs out the chaff stops, which an
+observer can see; the ramp schedule sizes itself to chaff_cost_fraction,
+well within this.
 
 Related options:
 
+* chaff_cost_fraction
 * chaff_max_rate
 """),
     cfg.FloatOpt(
@@ -86,6 +87,24 @@ Related options:
 
 * chaff_budget_fraction
 * max_rate
+"""),
+    cfg.FloatOpt(
+        'chaff_cost_fraction',
+        default=0.1,
+        min=0.0,
+        max=10.0,
+        help="""
+The chaff a migration should cost, as a fraction of the guest's memory:
+the ramp schedule shortens the ramps it draws from chaff_lead_seconds and
+chaff_tail_seconds, all by one factor and none below 1.5 seconds (the
+shortest that hide a migration's start and end steps), until its expected
+chaff fits. Large guests then pay about this share for full ramps; small
+ones the shortest ramps (measured: benchmarks/chaff_share.py).
+
+Related options:
+
+* chaff_budget_fraction (the hard cap)
+* chaff_lead_seconds, chaff_tail_seconds
 """),
     cfg.StrOpt(
         'chaff_schedule',

@@ -429,7 +429,8 @@ class SourceSession(object):
             self.group.chaff_schedule, float(np.mean(rates)),
             lead=self.group.chaff_lead_seconds,
             tail=self.group.chaff_tail_seconds, seed=self.seed,
-            migration_rates=rates)
+            migration_rates=rates, expected_bytes=self.memory_bytes,
+            cost_fraction=self.group.chaff_cost_fraction)
         try:
             return self.chaff_sender(
                 chaff_peers(self.group, self.peer), schedule,

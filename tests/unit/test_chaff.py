@@ -145,3 +145,51 @@ def test_writes_are_mostly_full_records_of_random_bytes():
     assert max(sizes) == records.FULL_RECORD and min(sizes) >= 1
     assert 0.7 < sizes.count(records.FULL_RECORD) / len(sizes) < 0.9
     assert len(set(bytes(source.chunk(100)) for _ in range(50))) == 50
+
+
+@pytest.mark.parametrize('name', schedules.installed_schedules())
+def test_every_schedule_takes_what_the_engine_knows(name):
+    # The source session passes these to whichever schedule is set.
+    schedule = schedules.load(name, LEVEL, lead=(2, 2), tail=(3, 3), seed=1,
+                              migration_rates=[LEVEL] * 10,
+                              expected_bytes=1000 * LEVEL,
+                              cost_fraction=0.1)
+    schedule.prepare(0.0)
+    assert schedule.rate(1.0, 0.0) > 0
+
+
+def sized(expected_seconds, fraction=0.1, lead=(8, 8), tail=(10, 10)):
+    return schedules.load('ramp', LEVEL, lead=lead, tail=tail, seed=1,
+                          expected_bytes=expected_seconds * LEVEL,
+                          cost_fraction=fraction)
+
+
+def test_a_long_migration_keeps_the_ramps_drawn():
+    schedule = sized(expected_seconds=3600)
+    assert (schedule.lead, schedule.fade, schedule.tail) == (8, 8, 10)
+    assert schedule.expected_cost(3600 * LEVEL) <= 0.1 * 3600 * LEVEL
+
+
+def test_ramps_shrink_by_one_factor_to_fit_the_cost():
+    schedule = sized(expected_seconds=200)
+    # Keep-alive 5% of 200 s leaves 5% (10 s at the level) for ramps
+    # that were drawn 8 + 8 + 10 s long (13 s at the level).
+    assert schedule.lead == pytest.approx(8 * 10 / 13)
+    assert schedule.tail / schedule.lead == pytest.approx(10 / 8)
+    assert schedule.expected_cost(200 * LEVEL) == pytest.approx(
+        0.1 * 200 * LEVEL)
+
+
+def test_a_short_migration_gets_the_shortest_ramps_not_less():
+    schedule = sized(expected_seconds=10)
+    assert schedule.lead == schedule.fade == schedule.tail == (
+        schedules.MIN_RAMP_SECONDS)
+    # Ramps drawn shorter than that are left as they are.
+    schedule = sized(expected_seconds=10, lead=(1, 1), tail=(1, 1))
+    assert schedule.lead == schedule.tail == 1
+
+
+def test_without_a_size_the_ramps_are_as_drawn():
+    schedule = schedules.load('ramp', LEVEL, lead=(8, 8), tail=(10, 10),
+                              seed=1)
+    assert (schedule.lead, schedule.tail) == (8, 10)
