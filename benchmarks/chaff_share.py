@@ -18,7 +18,8 @@ migration's throughput, the ramp schedule's lead, fill-in and tail are
 integrated, and the sender's budget cap (``chaff_budget_fraction``) is
 left out, so the figure is what the schedule alone would send. Each seed
 runs twice, the schedule sized to the guest as the source session sizes
-it (``chaff_cost_fraction``) and unsized (the ramps as drawn from
+it with ``chaff_cost_fraction`` (``--cost-fraction``, default 0.1) and
+unsized (the ramps as drawn from
 ``chaff_lead_seconds`` and ``chaff_tail_seconds``), the baseline; mean
 and 95% interval over seeds. The issue's bound is 20% for 128 MiB guests
 and 10% from 1 GiB.
@@ -79,8 +80,10 @@ def main():
     parser.add_argument('--sizes', default='128,1024,4096,16384',
                         help='guest sizes in MiB')
     parser.add_argument('--seeds', type=int, default=20)
+    parser.add_argument('--cost-fraction', type=float, default=0.1)
     args = parser.parse_args()
-    group = stealth_conf.load_group(state_dir=tempfile.mkdtemp())
+    group = stealth_conf.load_group(state_dir=tempfile.mkdtemp(),
+                                    chaff_cost_fraction=args.cost_fraction)
     print('chaff bytes over migration bytes, mean [95%% interval] over %d '
           'seeds; chaff_cost_fraction %.2f' % (
               args.seeds, group.chaff_cost_fraction))

@@ -24,6 +24,7 @@ import time
 
 import pytest
 
+from nova_stealth.chaff import responder as responder_lib
 from nova_stealth.chaff import tls
 from tests.functional import chaffnet
 from tests.functional import netlab
@@ -73,6 +74,25 @@ def test_refuses_peers_outside_the_networks(lab, credentials):
     finally:
         stats = responder.stop()
     assert stats['stats'] == {'refused_unknown_peer': 1}
+    assert stats['sent'] == {}
+
+
+def test_a_stream_asking_for_nothing_is_one_way(lab, credentials):
+    # What chaff senders ask for: nothing back, as from a migration's
+    # destination; the responder closes cleanly once the lifetime is over.
+    responder = chaffnet.Responder(lab, credentials['host'])
+    try:
+        sock = chaffnet.connect_tls(lab, lab.SRC_V4, credentials['host'])
+        start = time.monotonic()
+        sock.sendall(chaffnet.hello(0, lifetime=1.0))
+        received = sock.recv(65536)
+        elapsed = time.monotonic() - start
+        sock.close()
+    finally:
+        stats = responder.stop()
+    assert received == b''  # close_notify, no data
+    assert 1.0 <= elapsed < 1.0 + 2 * responder_lib.CLOSE_GRACE + 1.0
+    assert stats['stats'] == {'streams': 1}
     assert stats['sent'] == {}
 
 

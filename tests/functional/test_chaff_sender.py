@@ -126,9 +126,6 @@ def run_migration(link, shaper, with_chaff, workdir, seed, budget, tls_dir):
                               '-i', 's0', '-s', '64', 'tcp and src host',
                               link.SRC_V4)
         cleanup.callback(dump.stop)
-        # tcpdump writes what the kernel still holds for it before it
-        # stops: the sized chaff's last packets leave just before the end.
-        cleanup.callback(time.sleep, 1.0)
         cleanup.callback(netlab.Sink(link.dst, link.DST_V4, 61001).close)
         session = source.SourceSession(
             stealth_options(workdir, with_chaff, tls_dir), 'migration',

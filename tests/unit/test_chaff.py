@@ -165,25 +165,27 @@ def sized(expected_seconds, fraction=0.1, lead=(8, 8), tail=(10, 10)):
 
 
 def test_a_long_migration_keeps_the_ramps_drawn():
-    schedule = sized(expected_seconds=3600)
+    schedule = sized(expected_seconds=3600, fraction=0.2)
     assert (schedule.lead, schedule.fade, schedule.tail) == (8, 8, 10)
-    assert schedule.expected_cost(3600 * LEVEL) <= 0.1 * 3600 * LEVEL
+    assert schedule.expected_cost(3600 * LEVEL) <= 0.2 * 3600 * LEVEL
 
 
 def test_ramps_shrink_by_one_factor_to_fit_the_cost():
-    schedule = sized(expected_seconds=200)
-    # Keep-alive 5% of 200 s leaves 5% (10 s at the level) for ramps
-    # that were drawn 8 + 8 + 10 s long (13 s at the level).
-    assert schedule.lead == pytest.approx(8 * 10 / 13)
+    schedule = sized(expected_seconds=100, fraction=0.2)
+    # Keep-alive 10% of 100 s leaves 10% (10 s at the level); the fade,
+    # 8 s as drawn (4 s at the level), stays; lead and tail, drawn 8 and
+    # 10 s (9 s at the level), get the 6 s left.
+    assert schedule.fade == 8
+    assert schedule.lead == pytest.approx(8 * 6 / 9)
     assert schedule.tail / schedule.lead == pytest.approx(10 / 8)
-    assert schedule.expected_cost(200 * LEVEL) == pytest.approx(
-        0.1 * 200 * LEVEL)
+    assert schedule.expected_cost(100 * LEVEL) == pytest.approx(
+        0.2 * 100 * LEVEL)
 
 
 def test_a_short_migration_gets_the_shortest_ramps_not_less():
     schedule = sized(expected_seconds=10)
-    assert schedule.lead == schedule.fade == schedule.tail == (
-        schedules.MIN_RAMP_SECONDS)
+    assert schedule.lead == schedule.tail == schedules.MIN_RAMP_SECONDS
+    assert schedule.fade == 8
     # Ramps drawn shorter than that are left as they are.
     schedule = sized(expected_seconds=10, lead=(1, 1), tail=(1, 1))
     assert schedule.lead == schedule.tail == 1
