@@ -138,11 +138,11 @@ class RampSchedule(ChaffSchedule):
     draining from its socket after the hypervisor says it is done.
 
     Given the migration's ``expected_bytes`` and a ``cost_fraction``, the
-    ramps drawn are shortened, all by one factor and none below
+    lead and tail drawn are shortened, by one factor and none below
     MIN_RAMP_SECONDS, until the chaff expected (:meth:`expected_cost`) is
     at most that fraction of the migration's bytes: a large guest pays a
     small share for ramps of the full length, a small one the shortest
-    ramps that hide its steps.
+    ramps (experimental: ramps that short can show the migration's end).
     """
 
     #: The migration's class counts as drained below this share of its
@@ -190,9 +190,9 @@ class RampSchedule(ChaffSchedule):
 
     def _fit(self, expected_bytes, cost_fraction):
         # Shorter ramps where the drawn ones would cost more than the
-        # budget: lead, fade and tail by one factor, as they are drawn
-        # alike, none below MIN_RAMP_SECONDS, so a small guest's chaff is
-        # bounded by the shortest ramps that still hide its steps.
+        # budget: lead and tail by one factor, none below
+        # MIN_RAMP_SECONDS, so a small guest's chaff is bounded by the
+        # shortest ramps.
         keep = KEEP_ALIVE * expected_bytes
         ramps = self.expected_cost(expected_bytes) - keep
         room = cost_fraction * expected_bytes - keep
