@@ -483,6 +483,15 @@ def operating_point(rows, fpr=OPERATING_FPR):
     return found
 
 
+def caught(point):
+    """Two report cells: the share of migrations and of chaff caught.
+
+    '-' for a label without flows.
+    """
+    return tuple('%.0f%%' % (100 * point[label]['tpr']) if label in point
+                 else '-' for label in ('migration', 'chaff'))
+
+
 def markdown(summary):
     """report.md's lines for the tells (empty without them)."""
     if not summary:
@@ -499,13 +508,11 @@ def markdown(summary):
               'flagged |', '|---|---|---|---|']
     for tell, table in summary.items():
         point = table.get('operating_point') or {}
-        lines.append('| %s | %s | %s | %s |' % (
-            tell, *(('%.0f%%' % (100 * point[label]['tpr']))
-                    if label in point else '-'
-                    for label in ('migration', 'chaff')),
-            ' / '.join('%.1f%%' % (100 * point[label]['fpr'])
-                       for label in ('migration', 'chaff')
-                       if label in point) or '-'))
+        flagged = ' / '.join('%.1f%%' % (100 * point[label]['fpr'])
+                             for label in ('migration', 'chaff')
+                             if label in point) or '-'
+        lines.append('| %s | %s | %s | %s |' % (tell, *caught(point),
+                                                flagged))
     for tell, table in summary.items():
         labels = sorted({label for row in table['rows']
                          for label in row['flows']})

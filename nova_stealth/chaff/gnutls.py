@@ -314,17 +314,18 @@ class GnutlsObject(object):
         """
         if self._closed_by_peer:
             return 0 if buffer is not None else b''
-        target = ctypes.create_string_buffer(size)
+        if buffer is None:
+            target = ctypes.create_string_buffer(size)
+        else:
+            # Straight into the caller's buffer (asyncio's), no copy.
+            target = (ctypes.c_char * size).from_buffer(memoryview(buffer))
         result = library().gnutls_record_recv(self._session, target, size)
         if result in (E_AGAIN, E_INTERRUPTED):
             raise _want_read()
         _check(result, 'receiving')
         if result == 0:
             self._closed_by_peer = True
-        if buffer is None:
-            return target.raw[:result]
-        memoryview(buffer)[:result] = target.raw[:result]
-        return result
+        return ctypes.string_at(target, result) if buffer is None else result
 
     def unwrap(self):
         """Send close_notify; ssl.SSLWantReadError until the peer's came."""

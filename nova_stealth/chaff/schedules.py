@@ -182,20 +182,20 @@ class RampSchedule(ChaffSchedule):
         The two ramps (a raised cosine averages half its height), what
         the chaff fills in under the fade (at most as much, less what the
         migration sends) and the keep-alive for as long as the migration
-        lasts at ``level``.
+        lasts at ``level`` (a share of its bytes).
         """
-        seconds = expected_bytes / self.level
-        return (self.target_level * (self.lead + self.fade + self.tail) /
-                2.0 + KEEP_ALIVE * self.level * seconds)
+        return self._ramps_cost() + KEEP_ALIVE * expected_bytes
+
+    def _ramps_cost(self):
+        return self.target_level * (self.lead + self.fade + self.tail) / 2.0
 
     def _fit(self, expected_bytes, cost_fraction):
         # Shorter ramps where the drawn ones would cost more than the
         # budget: lead and tail by one factor, none below
         # MIN_RAMP_SECONDS, so a small guest's chaff is bounded by the
         # shortest ramps.
-        keep = KEEP_ALIVE * expected_bytes
-        ramps = self.expected_cost(expected_bytes) - keep
-        room = cost_fraction * expected_bytes - keep
+        ramps = self._ramps_cost()
+        room = (cost_fraction - KEEP_ALIVE) * expected_bytes
         if ramps <= room:
             return
         # The fade stays as drawn: it is the migration's own start (the

@@ -138,23 +138,28 @@ def check_priority(priority):
         chaff_tls_priority
     """
     try:
-        gnutls.check_priority(priority)
+        _check_priority(priority)
     except gnutls.Unavailable as e:
         _log_stand_in(e)
         return None
+    return gnutls.version()
+
+
+def _check_priority(priority):
+    """:raises gnutls.Unavailable: or InvalidOption naming the option"""
+    try:
+        gnutls.check_priority(priority)
     except ValueError as e:
         raise exception.InvalidOption(
             option='chaff_tls_priority', value=priority,
             reason='GnuTLS cannot read it: %s' % e) from e
-    return gnutls.version()
 
 
 def _gnutls_context(directory, priority, server_side):
     names = (SERVER_CERT, SERVER_KEY) if server_side else (CLIENT_CERT,
                                                            CLIENT_KEY)
     cert_path, key_path, ca_path = _paths(directory, *(names + (CA,)))
-    if check_priority(priority) is None:
-        raise gnutls.Unavailable('no libgnutls')
+    _check_priority(priority)
     try:
         credentials = gnutls.Credentials(ca_path, cert_path, key_path)
     except ssl.SSLError as e:
@@ -173,8 +178,8 @@ def _log_stand_in(error):
 def _context(directory, priority, server_side):
     try:
         return _gnutls_context(directory, priority, server_side)
-    except gnutls.Unavailable:
-        # Logged as an error: OpenSSL stands in.
+    except gnutls.Unavailable as e:
+        _log_stand_in(e)
         return (openssl_server_context if server_side
                 else openssl_client_context)(directory)
 

@@ -182,9 +182,8 @@ def tells_markdown(found):
     for load, summary in groups:
         for tell, table in summary.items():
             point = table['operating_point']
-            lines.append('| %s | %s | %s | %s |' % (load, tell, *(
-                '%.0f%%' % (100 * point[label]['tpr']) if label in point
-                else '-' for label in ('migration', 'chaff'))))
+            lines.append('| %s | %s | %s | %s |' % (
+                load, tell, *tells.caught(point)))
     return lines + tells.markdown(found['pooled'])
 
 

@@ -76,9 +76,9 @@ def labelled_flows(runs, options=None, tells_out=None):
         is the run's name (the cross-validation group)
     """
     pooled = []
+    options = options or flow_lib.FlowOptions(multiscale=True)
     for run in runs:
         labels = truth.load(run['truth'])
-        options = options or flow_lib.FlowOptions(multiscale=True)
         table = tells.TellTable(options) if tells_out is not None else None
         flows, _ = flow_lib.read_flows([run['capture']], options,
                                        also=[table] if table else [])

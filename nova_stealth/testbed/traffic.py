@@ -41,6 +41,8 @@ import signal
 import ssl
 import struct
 
+from nova_stealth.chaff import tls as chaff_tls
+
 REQUEST = struct.Struct('!Q')
 UPLOAD = 1 << 63
 PORTS = {'web': 18080, 'video': 18081, 'bulk': 18021, 'mail': 18025}
@@ -67,8 +69,8 @@ def server_tls(tls_dir):
     if tls_dir is None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(os.path.join(tls_dir, 'server-cert.pem'),
-                            os.path.join(tls_dir, 'server-key.pem'))
+    context.load_cert_chain(os.path.join(tls_dir, chaff_tls.SERVER_CERT),
+                            os.path.join(tls_dir, chaff_tls.SERVER_KEY))
     context.set_alpn_protocols(ALPN)
     return context
 
@@ -78,7 +80,7 @@ def client_tls(tls_dir):
     if tls_dir is None:
         return None
     context = ssl.create_default_context(
-        cafile=os.path.join(tls_dir, 'ca-cert.pem'))
+        cafile=os.path.join(tls_dir, chaff_tls.CA))
     # The certificate names the testbed's host, not SERVER_NAME.
     context.check_hostname = False
     context.set_alpn_protocols(ALPN)
