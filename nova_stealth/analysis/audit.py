@@ -21,12 +21,12 @@ import collections
 import math
 
 import numpy as np
-from sklearn import metrics
 from sklearn import model_selection
 
 from nova_stealth.analysis import battery
 from nova_stealth.analysis import detectors as detector_lib
 from nova_stealth.analysis import flows as flow_lib
+from nova_stealth.analysis import metrics
 from nova_stealth.analysis import stats
 from nova_stealth.analysis import truth
 
@@ -42,32 +42,33 @@ def rates(probabilities, flagged, labels):
     """Detection rate, false-positive rate and ROC AUC from verdicts.
 
     Migrations are the positives; background and chaff flows are the
-    negatives; flows without a probability (NaN: the detector cannot score
-    them) are counted apart.
+    negatives. A flow without a probability (NaN: too few packets for
+    the detector's windows) is judged not flagged and least suspicious:
+    a migration the detector cannot score is one it missed, so it stays
+    in the detection rate's denominator (leaving it out would hide the
+    flows a defence made unscorable). ``unscored`` counts them.
     """
     positive = np.array([label == 'migration' for label, _ in labels],
                         dtype=bool)
     negative = np.array([label in ('background', 'chaff')
                          for label, _ in labels], dtype=bool)
     probabilities = np.asarray(probabilities, dtype=float)
-    flagged = np.asarray(flagged, dtype=bool)
-    scorable = ~np.isnan(probabilities)
+    flagged = np.asarray(flagged, dtype=bool) & ~np.isnan(probabilities)
     result = {
-        'migrations': int((positive & scorable).sum()),
-        'negatives': int((negative & scorable).sum()),
-        'unscored': int(((positive | negative) & ~scorable).sum()),
+        'migrations': int(positive.sum()),
+        'negatives': int(negative.sum()),
+        'unscored': int(((positive | negative) &
+                         np.isnan(probabilities)).sum()),
         'detection_rate': None, 'false_positive_rate': None, 'auc': None,
     }
     if result['migrations']:
-        result['detection_rate'] = float(
-            flagged[positive & scorable].mean())
+        result['detection_rate'] = float(flagged[positive].mean())
     if result['negatives']:
-        result['false_positive_rate'] = float(
-            flagged[negative & scorable].mean())
+        result['false_positive_rate'] = float(flagged[negative].mean())
     if result['migrations'] and result['negatives']:
-        both = (positive | negative) & scorable
-        result['auc'] = _finite(float(metrics.roc_auc_score(
-            positive[both], probabilities[both])))
+        both = positive | negative
+        result['auc'] = _finite(metrics.auc(positive[both],
+                                            probabilities[both]))
     return result
 
 

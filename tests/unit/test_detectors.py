@@ -246,3 +246,20 @@ def test_audit_cross_validation_judges_every_labelled_flow():
     with pytest.raises(ValueError, match='3 folds need'):
         audit.cross_validated(flows[:2] + flows[6:], labels[:2] + labels[6:],
                               (100, 200, 300), 3)
+
+
+def test_audit_counts_an_unscorable_migration_as_missed():
+    # Three migrations, one too short for the detector's windows (NaN):
+    # it is a migration the detector missed, not one left out.
+    probabilities = [0.9, 0.8, float('nan'), 0.1, 0.2, float('nan')]
+    flagged = [True, True, True, False, False, True]
+    labels = ([('migration', 'paper')] * 3 +
+              [('background', 'web'), ('chaff', ''), ('background', 'web')])
+    found = audit.rates(probabilities, flagged, labels)
+    assert (found['migrations'], found['negatives']) == (3, 3)
+    assert found['unscored'] == 2
+    assert found['detection_rate'] == pytest.approx(2 / 3)
+    assert found['false_positive_rate'] == 0.0
+    # The unscored migration ranks below every scored negative, the
+    # unscored negative ties it: (2 * 3 + 0 + 0 + 0.5) / 9.
+    assert found['auc'] == pytest.approx(6.5 / 9)
