@@ -43,17 +43,18 @@ def rates(probabilities, flagged, labels):
 
     Migrations are the positives; background and chaff flows are the
     negatives. A flow without a probability (NaN: too few packets for
-    the detector's windows) is judged not flagged and least suspicious:
-    a migration the detector cannot score is one it missed, so it stays
-    in the detection rate's denominator (leaving it out would hide the
-    flows a defence made unscorable). ``unscored`` counts them.
+    the detector's windows) is least suspicious, and its verdict is not
+    flagged (as every detector's ``predict`` gives): a migration the
+    detector cannot score is one it missed, so it stays in the detection
+    rate's denominator (leaving it out would hide the flows a defence
+    made unscorable). ``unscored`` counts them.
     """
     positive = np.array([label == 'migration' for label, _ in labels],
                         dtype=bool)
     negative = np.array([label in ('background', 'chaff')
                          for label, _ in labels], dtype=bool)
     probabilities = np.asarray(probabilities, dtype=float)
-    flagged = np.asarray(flagged, dtype=bool) & ~np.isnan(probabilities)
+    flagged = np.asarray(flagged, dtype=bool)
     result = {
         'migrations': int(positive.sum()),
         'negatives': int(negative.sum()),

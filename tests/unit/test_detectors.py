@@ -252,7 +252,7 @@ def test_audit_counts_an_unscorable_migration_as_missed():
     # Three migrations, one too short for the detector's windows (NaN):
     # it is a migration the detector missed, not one left out.
     probabilities = [0.9, 0.8, float('nan'), 0.1, 0.2, float('nan')]
-    flagged = [True, True, True, False, False, True]
+    flagged = [True, True, False, False, False, False]
     labels = ([('migration', 'paper')] * 3 +
               [('background', 'web'), ('chaff', ''), ('background', 'web')])
     found = audit.rates(probabilities, flagged, labels)
