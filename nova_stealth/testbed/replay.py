@@ -14,24 +14,31 @@
 :func:`extract` reads captures (any pcap or pcapng the reader takes) and
 keeps, for every TCP or UDP flow of at least :data:`MIN_PACKETS` packets
 in one direction, its *envelope*: the bytes on the wire per
-:data:`BIN_S` from its first packet, up to :data:`MAX_SECONDS`. That is
-all that is kept: packet sizes and timing within a bin, the flow's own
-RTT, losses and congestion control are the real path's and stay behind.
+:data:`BIN_S` from its first packet, up to :data:`MAX_SECONDS`, and when
+within each bin its first packet came (its *onset*, to
+:data:`ONSET_UNIT_S`). That is all that is kept: packet sizes and the
+rest of the timing within a bin, the flow's own RTT, losses and
+congestion control are the real path's and stay behind.
 
 A replay server (one port per origin: the directory a capture was in,
 ``mlab-ndt``, ``requet-youtube``...) answers a request for envelope *i*
-(from bin *j*) by writing each bin's bytes at its bin's start over a real
-TCP connection through the testbed's bottleneck; users on the other host
-ask for envelopes at random with exponential think times. Users start in
-their steady state (:func:`first_request`): a user is found in the
-middle of a flow, a long flow more often than a short one, or thinking,
-as at any later moment; had they all started at once with a fresh pick,
-the rare bulk flows (NDT's, 100 MB in 10 s) would be running many times
-as often as later, and the load far above its level. What the testbed
-changes: the path (RTT under a millisecond plus the bottleneck's queue of
-up to 30 ms, no loss but the queue's drops), TCP's own dynamics on it,
-and the bottleneck's 100 Mbit/s cap (a bin's bytes that cannot leave in
-time leave later, so a real flow faster than the cap is stretched).
+(from bin *j*) by writing each bin's bytes at its onset over a real TCP
+connection through the testbed's bottleneck. Writing at the bins' starts
+would draw a 100 Hz grid no real flow has; writing whatever a bin holds
+would end every write with a short segment, where a server streaming a
+flow fills its segments: so the replay writes whole segments (TLS
+records sized to end on one) and carries the rest to the next bin. Users
+on the other host ask for envelopes at random with exponential think
+times. Users start in their steady state (:func:`first_request`): a user
+is found in the middle of a flow, a long flow more often than a short
+one, or thinking, as at any later moment; had they all started at once
+with a fresh pick, the rare bulk flows (NDT's, 100 MB in 10 s) would be
+running many times as often as later, and the load far above its level.
+What the testbed changes: the path (RTT under a millisecond plus the
+bottleneck's queue of up to 30 ms, no loss but the queue's drops), TCP's
+own dynamics on it, and the bottleneck's 100 Mbit/s cap (a bin's bytes
+that cannot leave in time leave later, so a real flow faster than the
+cap is stretched).
 QUIC/UDP flows are replayed over TCP. Run as ``python -m
 nova_stealth.testbed.replay server|users`` inside a namespace.
 """
@@ -40,6 +47,8 @@ import argparse
 import asyncio
 import json
 import os
+import random
+import socket
 import struct
 
 import numpy as np
@@ -48,6 +57,8 @@ from nova_stealth.analysis import capture
 from nova_stealth.testbed import traffic
 
 BIN_S = 0.01
+#: The onsets' unit: 10 microseconds (a 10 ms bin's onset fits 16 bits).
+ONSET_UNIT_S = 1e-5
 MIN_PACKETS = 200
 MAX_SECONDS = 180.0
 #: The first origin's port; the others follow in sorted order.
@@ -55,6 +66,11 @@ PORT_BASE = 18100
 #: An envelope's index and the bin to start from.
 REQUEST = struct.Struct('!II')
 PAYLOAD = os.urandom(1 << 20)
+#: TLS's largest record's plaintext (RFC 8446, 5.1).
+MAX_RECORD = 1 << 14
+#: What a TLS record adds on the wire: 1.3's header, inner content type
+#: and AEAD tag (22 bytes); 1.2's header, explicit nonce and GCM tag (29).
+RECORD_OVERHEAD = {'TLSv1.3': 22, 'TLSv1.2': 29}
 
 
 def _origin(path):
@@ -81,14 +97,36 @@ def _flows_of(path):
     return keys, merged['time_ns'].astype(np.int64), merged['wire_len']
 
 
+def _envelope(times, sizes, bin_s, max_seconds):
+    """(bytes per bin, onset per bin in ONSET_UNIT_S) of one flow."""
+    start = times.min()
+    since = times - start
+    slot = (since / (bin_s * 1e9)).astype(np.int64)
+    inside = slot < int(max_seconds / bin_s)
+    slot, since = slot[inside], since[inside]
+    envelope = np.bincount(slot, weights=sizes[inside]).astype(np.uint32)
+    onsets = np.zeros(len(envelope), np.int64)
+    first = np.full(len(envelope), np.iinfo(np.int64).max)
+    np.minimum.at(first, slot, since)
+    busy = envelope > 0
+    onsets[busy] = (first[busy] - np.flatnonzero(busy) * int(bin_s * 1e9)
+                    ) // int(ONSET_UNIT_S * 1e9)
+    return envelope, onsets.astype(np.uint16)
+
+
 def extract(paths, bin_s=BIN_S, min_packets=MIN_PACKETS,
             max_seconds=MAX_SECONDS):
     """The envelopes of every long enough flow of the captures.
 
     :returns: {'origins': [name], 'flows': [{'origin', 'capture', 'proto',
-        'bytes', 'seconds'}], 'bins': [np.ndarray of bytes per bin]}
+        'bytes', 'seconds'}], 'bins': [np.ndarray of bytes per bin],
+        'onsets': [np.ndarray of each bin's first packet, in
+        :data:`ONSET_UNIT_S` from the bin's start], 'bin_s'}
     """
-    flows, bins = [], []
+    if bin_s / ONSET_UNIT_S > np.iinfo(np.uint16).max:
+        raise ValueError('bins of %g s are too long for 16-bit onsets'
+                         % bin_s)
+    flows, bins, onsets = [], [], []
     for path in paths:
         found = _flows_of(path)
         if found is None:
@@ -99,42 +137,47 @@ def extract(paths, bin_s=BIN_S, min_packets=MIN_PACKETS,
         inverse = inverse.reshape(-1)
         for index in np.flatnonzero(counts >= min_packets):
             mine = inverse == index
-            start = times[mine].min()
-            slot = ((times[mine] - start) / (bin_s * 1e9)).astype(np.int64)
-            inside = slot < int(max_seconds / bin_s)
-            envelope = np.bincount(slot[inside],
-                                   weights=sizes[mine][inside]).astype(
-                                       np.uint32)
+            envelope, onset = _envelope(times[mine], sizes[mine], bin_s,
+                                        max_seconds)
             flows.append({'origin': _origin(path),
                           'capture': os.path.basename(path),
                           'proto': 'tcp' if unique[index][0] == 6 else 'udp',
                           'bytes': int(envelope.sum()),
                           'seconds': len(envelope) * bin_s})
             bins.append(envelope)
+            onsets.append(onset)
     if not flows:
         raise ValueError('no flow of at least %d packets in %s'
                          % (min_packets, ', '.join(paths)))
     return {'origins': sorted({flow['origin'] for flow in flows}),
-            'flows': flows, 'bins': bins, 'bin_s': bin_s}
+            'flows': flows, 'bins': bins, 'onsets': onsets, 'bin_s': bin_s}
 
 
 def save(path, envelopes):
-    """Write envelopes for the servers and users (one .npz file)."""
+    """Write envelopes for the servers and users (one .npz file).
+
+    ``onsets`` may be left out (crafted envelopes): the server then draws
+    each bin's onset at random.
+    """
     lengths = np.array([len(b) for b in envelopes['bins']], dtype=np.int64)
-    np.savez(path, bins=np.concatenate(envelopes['bins']), lengths=lengths,
-             meta=np.array(json.dumps({
-                 'origins': envelopes['origins'],
-                 'flows': envelopes['flows'],
-                 'bin_s': envelopes['bin_s']})))
+    arrays = {'bins': np.concatenate(envelopes['bins']), 'lengths': lengths}
+    if envelopes.get('onsets') is not None:
+        arrays['onsets'] = np.concatenate(envelopes['onsets']).astype(
+            np.uint16)
+    np.savez(path, meta=np.array(json.dumps({
+        'origins': envelopes['origins'], 'flows': envelopes['flows'],
+        'bin_s': envelopes['bin_s']})), **arrays)
 
 
 def load(path):
     """Read what :func:`save` wrote."""
     with np.load(path) as data:
         meta = json.loads(str(data['meta']))
-        ends = np.cumsum(data['lengths'])
-        bins = np.split(data['bins'], ends[:-1])
-    return dict(meta, bins=bins)
+        ends = np.cumsum(data['lengths'])[:-1]
+        bins = np.split(data['bins'], ends)
+        onsets = (np.split(data['onsets'], ends) if 'onsets' in data
+                  else None)
+    return dict(meta, bins=bins, onsets=onsets)
 
 
 def ports(envelopes):
@@ -150,20 +193,58 @@ def mean_rate(envelopes, think_s):
     return moved / spent
 
 
-async def _replay(writer, bins, bin_s):
+def record_sizes(size, mss, overhead):
+    """Plaintext writes that fill whole segments: (sizes, bytes left).
+
+    Each write is one record (TLS's ``overhead`` bytes more on the wire;
+    0 for plain TCP) of whole ``mss`` segments, at most
+    :data:`MAX_RECORD`; what does not fill a segment is left for later.
+    """
+    per_record = (MAX_RECORD + overhead) // mss
+    segments = size // mss
+    sizes = [per_record * mss - overhead] * (segments // per_record)
+    if segments % per_record:
+        sizes.append(segments % per_record * mss - overhead)
+    return sizes, size - segments * mss
+
+
+def _segment_shape(writer):
+    """(MSS, TLS record overhead) of a connection."""
+    sock = writer.get_extra_info('socket')
+    mss = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
+    tls = writer.get_extra_info('ssl_object')
+    overhead = RECORD_OVERHEAD.get(tls.version(), 29) if tls else 0
+    return mss, overhead
+
+
+async def _replay(writer, bins, onsets, bin_s, rng):
+    """Write ``bins`` bytes, each bin's at its onset, in whole segments.
+
+    :param onsets: each bin's onset in :data:`ONSET_UNIT_S`, or None to
+        draw them uniformly within the bin
+    """
     loop = asyncio.get_running_loop()
     start = loop.time()
-    offset = 0
-    for slot in np.flatnonzero(bins):
-        delay = start + slot * bin_s - loop.time()
+    mss, overhead = _segment_shape(writer)
+    offset, carry = 0, 0
+    slots = np.flatnonzero(bins)
+    for number, slot in enumerate(slots):
+        onset = (rng.random() * bin_s if onsets is None
+                 else float(onsets[slot]) * ONSET_UNIT_S)
+        delay = start + slot * bin_s + onset - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        size = int(bins[slot])
-        while size > 0:
-            piece = min(size, len(PAYLOAD) - offset)
-            writer.write(PAYLOAD[offset:offset + piece])
-            offset = (offset + piece) % (len(PAYLOAD) - 1)
-            size -= piece
+        carry += int(bins[slot])
+        if number == len(slots) - 1:
+            # The flow's last bytes: a short segment ends it, as any.
+            sizes, carry = [max(carry - overhead, 1)], 0
+        else:
+            sizes, carry = record_sizes(carry, mss, overhead)
+        for size in sizes:
+            if offset + size > len(PAYLOAD):
+                offset = 0
+            writer.write(PAYLOAD[offset:offset + size])
+            offset += size
         # Bytes the bottleneck holds back leave late: the cap stretches
         # the envelope, nothing is dropped.
         await writer.drain()
@@ -181,8 +262,12 @@ async def serve(address, path, tls=None):
             index, first = REQUEST.unpack(
                 await reader.readexactly(REQUEST.size))
             if index < len(envelopes['bins']):
+                onsets = envelopes['onsets']
                 await _replay(writer, envelopes['bins'][index][first:],
-                              envelopes['bin_s'])
+                              None if onsets is None
+                              else onsets[index][first:],
+                              envelopes['bin_s'], random.Random(
+                                  (index << 32) | first))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

@@ -29,12 +29,16 @@ import dpkt
 import numpy as np
 import pytest
 
+from nova_stealth.analysis import flows as flow_lib
+from nova_stealth.analysis import multiscale
 from nova_stealth.cmd import testbed as testbed_cmd
 from nova_stealth import procfs
 from nova_stealth.testbed import lab_report
+from nova_stealth.testbed import netns
 from nova_stealth.testbed import replay
 from nova_stealth.testbed import runner as runner_lib
 from nova_stealth.testbed import topology
+from nova_stealth.testbed import x509
 from tests import captures
 from tests.functional import test_testbed
 from tests import paths
@@ -60,7 +64,8 @@ def _packet(proto, sport, dport, payload):
 
 def test_envelopes_of_a_crafted_capture(tmp_path):
     # A TCP flow: 300 packets of 1000 bytes, 10 in each of 30 bins of
-    # 10 ms, then 1 s of silence and 100 more in one bin; a UDP flow of
+    # 10 ms, then 1 s of silence and 100 more in one bin, 3 ms into it (its
+    # onset); a UDP flow of
     # 250 packets; a 50-packet flow, too short to keep.
     records = []
     tcp = _packet('tcp', 40000, 443, b'x' * 946)
@@ -68,7 +73,7 @@ def test_envelopes_of_a_crafted_capture(tmp_path):
     for n in range(300):
         records.append((1000, n * 1000, 1000, tcp))
     for n in range(100):
-        records.append((1001, 300000 + n * 10, 1000, tcp))
+        records.append((1001, 303000 + n * 10, 1000, tcp))
     for n in range(250):
         records.append((1000, 500 + n * 2000, 500, udp))
         if n < 50:
@@ -88,6 +93,8 @@ def test_envelopes_of_a_crafted_capture(tmp_path):
     assert flow['bytes'] == 400 * 1000 == bins.sum()
     assert list(bins[:30]) == [10000] * 30
     assert bins[30:130].sum() == 0 and bins[130] == 100000
+    onsets = envelopes['onsets'][envelopes['flows'].index(flow)]
+    assert list(onsets[:30]) == [0] * 30 and onsets[130] == 300
     flow, bins = by_proto['udp']
     assert flow['bytes'] == 250 * 500 and len(bins) == 50
     saved = tmp_path / 'envelopes.npz'
@@ -96,6 +103,8 @@ def test_envelopes_of_a_crafted_capture(tmp_path):
     assert loaded['flows'] == envelopes['flows']
     assert all(np.array_equal(a, b) for a, b in zip(loaded['bins'],
                                                     envelopes['bins']))
+    assert all(np.array_equal(a, b) for a, b in zip(loaded['onsets'],
+                                                    envelopes['onsets']))
     assert replay.ports(loaded) == {replay.PORT_BASE: 'crafted'}
     with pytest.raises(ValueError, match='no flow of at least 1000'):
         replay.extract([str(path)], min_packets=1000)
@@ -340,6 +349,82 @@ def test_trace_users_start_at_their_level(tmp_path, link):
                 process.wait(10)
                 process.stdout.close()
     assert 0.3 * expected < moved < 3 * expected, (moved, expected)
+
+
+def _replayed_flow(tmp_path, link, envelopes, tls):
+    """The server-to-user flow of one replaying user, as captured."""
+    path = str(tmp_path / 'envelopes.npz')
+    replay.save(path, envelopes)
+    for ns, dev in ((link.src, 's0'), (link.dst, 'd0')):
+        # Wire-sized packets, as the testbed's topology has them.
+        netns.offloads_off(ns, dev)
+    tls_args = []
+    if tls:
+        tls_args = ['--tls-dir', x509.make_credentials(
+            str(tmp_path / 'web'), x509.make_ca(str(tmp_path / 'ca'),
+                                                'replay CA'))]
+    capture = str(tmp_path / 'replay.pcap')
+    python = [sys.executable, '-m', replay.__name__]
+    dump = netns.Tcpdump(link.src, capture, '-i', 's0', '-s', '128', 'tcp')
+    processes = []
+    try:
+        processes.append(subprocess.Popen(
+            ['ip', 'netns', 'exec', link.dst] + python + [
+                'server', '--address', link.DST_V4, '--envelopes', path] +
+            tls_args, stdout=subprocess.PIPE, text=True))
+        assert json.loads(processes[0].stdout.readline())['ready']
+        # A user who hardly thinks is busy from the start: inside
+        # envelope 0 (the only one) at a random bin, then from bin 0
+        # again; the longest flow of the 8 s is judged.
+        processes.append(subprocess.Popen(
+            ['ip', 'netns', 'exec', link.src] + python + [
+                'users', '--server', link.DST_V4, '--envelopes', path,
+                '--count', '1', '--seed', '5', '--think-s', '0.01'] +
+            tls_args, stdout=subprocess.PIPE, text=True))
+        assert json.loads(processes[1].stdout.readline())['ready']
+        time.sleep(8)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(10)
+            process.stdout.close()
+        dump.stop()
+    found = flow_lib.read_flows([capture], flow_lib.FlowOptions(
+        min_packets=200, multiscale=True))[0]
+    served = [f for f in found if f.key.src == link.DST_V4]
+    assert served, [f.key for f in found]
+    feature = dict(zip(multiscale.FEATURE_NAMES,
+                       max(served, key=lambda f: f.bytes).multiscale))
+    return feature
+
+
+@pytest.mark.parametrize('tls', [False, True], ids=['tcp', 'tls'])
+def test_replay_fills_segments_at_the_flows_own_instants(tmp_path, link,
+                                                         tls):
+    # 3,000 bytes per 10 ms bin for 12 s. Written at each bin's start,
+    # each bin became two full segments and a short one (a mean of about
+    # 1,050 bytes on the wire) on a 100 Hz grid (peak_100hz about 2); at
+    # onsets drawn within the bins and in whole segments, the mean is
+    # within a few percent of a full segment (1,514 on the wire) and the
+    # 100 Hz line no stronger than its neighbours'.
+    bins = np.full(1200, 3000, dtype=np.uint32)
+    envelopes = {'origins': ['crafted'], 'bin_s': replay.BIN_S,
+                 'flows': [{'origin': 'crafted', 'capture': 'crafted.pcap',
+                            'proto': 'tcp', 'bytes': int(bins.sum()),
+                            'seconds': 12.0}], 'bins': [bins]}
+    feature = _replayed_flow(tmp_path, link, envelopes, tls)
+    assert feature['mean_size'] > 1400, feature['mean_size']
+    assert feature['peak_100hz'] < 0.5, feature['peak_100hz']
+
+
+def test_record_sizes_end_on_segments():
+    # Plain TCP: 11 segments of 1,448 fill one 16 kB write.
+    assert replay.record_sizes(40000, 1448, 0) == (
+        [15928, 15928, 5 * 1448], 40000 - 27 * 1448)
+    # TLS 1.3: each record's 22 bytes of overhead end on a segment too.
+    sizes, left = replay.record_sizes(3000, 1448, 22)
+    assert (sizes, left) == ([2 * 1448 - 22], 3000 - 2 * 1448)
+    assert replay.record_sizes(1000, 1448, 22) == ([], 1000)
 
 
 def test_first_request_is_the_steady_state():
