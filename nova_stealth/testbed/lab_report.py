@@ -140,9 +140,17 @@ def score(records, seed=0):
     found = scoring.battery(pooled, seed)
     # The scores per flow are for the plots, not results.json.
     scores = found.pop('scores')
+    cover, least = scoring.cover_class(pooled)
+    cover_found = scoring.battery(cover, seed)
+    cover_found.pop('scores')
+    cover_by_load = collections.defaultdict(list)
+    for item in cover:
+        cover_by_load[item.load].append(item)
     return {'modes': modes, 'scores': scores,
             'counts': counts(pooled_by_load),
             'battery': found,
+            'cover': {'floor': least, 'counts': counts(cover_by_load),
+                      'battery': cover_found},
             'pooled': scoring.attack(pooled, seed),
             'per_load': {load: scoring.attack(items, seed)
                          for load, items in sorted(pooled_by_load.items())},
@@ -156,10 +164,18 @@ def strongest(scored):
             for mode in scored['modes']}
 
 
-def _battery_headline(scored):
+def _strongest_of(scored, part):
+    if part == 'battery':
+        return strongest(scored)
+    rows = scored[part]['battery']['results']
+    return {mode: battery_lib.strongest(rows, mode)
+            for mode in scored['modes']}
+
+
+def _battery_headline(scored, part='battery'):
     lines = ['| mode | strongest attacker (trained on) | ROC AUC [95% CI] | '
              'TPR at 1% FPR | TPR at 2% FPR |', '|---|---|---|---|---|']
-    for mode, row in strongest(scored).items():
+    for mode, row in _strongest_of(scored, part).items():
         if row is None:
             lines.append('| %s | - | - | - | - |' % mode)
             continue
@@ -177,7 +193,18 @@ def headline(results):
         lines += ['%s background, pooled over loads %s:' % (
             background, ', '.join(sorted(scored['counts'])))]
         lines += _battery_headline(scored) + ['']
+        lines += ['%s background, its cover class only (%s):' % (
+            background, _floor(scored['cover']['floor']))]
+        lines += _battery_headline(scored, 'cover') + ['']
     return '\n'.join(lines)
+
+
+def _floor(floor):
+    if floor is None:
+        return 'no migration to set a floor'
+    return ('flows of at least %.1f MB and %.2f MB/s, half the smallest '
+            'and slowest migration\'s' % (floor['bytes'] / 1e6,
+                                          floor['rate'] / 1e6))
 
 
 def markdown(results, plots):
@@ -201,6 +228,19 @@ def markdown(results, plots):
         lines += ['', '### The strongest attacker of the battery, pooled '
                   'over loads', '']
         lines += _battery_headline(scored)
+        lines += ['', '### Against the cover class', '',
+                  'Background flows an observer could take for a migration '
+                  'by their size and rate alone (%s); the rest are told '
+                  'apart for free, and left out here.' % _floor(
+                      scored['cover']['floor']), '',
+                  '| load | ' + ' | '.join(scored['modes']) +
+                  ' | background |', '|---|' + '---|' * (
+                      len(scored['modes']) + 1)]
+        for load, row in sorted(scored['cover']['counts'].items()):
+            lines.append('| %s | %s | %d |' % (load, ' | '.join(
+                str(row.get(m, 0)) for m in scored['modes']),
+                row.get('background', 0)))
+        lines += [''] + _battery_headline(scored, 'cover')
         # The battery's own section, a level down within this background.
         lines += [line.replace('## ', '### ', 1) if line.startswith('##')
                   else line for line in battery_report.markdown(

@@ -175,6 +175,12 @@ def test_battery_separates_native_from_background(quick):
     assert scored['counts']['S']['background'] >= 5
     strongest = lab_report.strongest(scored)['native']
     assert strongest['auc'] >= 0.8 and strongest['auc_ci'][0] > 0.5
+    # The cover class keeps every migration and at most the background.
+    cover = scored['cover']
+    assert cover['floor']['bytes'] > 0 and cover['floor']['rate'] > 0
+    assert cover['counts']['S']['native'] == 3
+    assert (cover['counts']['S'].get('background', 0) <=
+            scored['counts']['S']['background'])
     # The paper's pattern attack: QEMU's 100 ms bursts at 4 MiB/s under
     # load S, and none of the stealthed flows.
     pattern = scored['pooled']['pattern']
@@ -193,6 +199,7 @@ def test_report_written(quick):
         report = found.read()
     for heading in ('## markov background', '## trace background',
                     '### The attacker battery', '#### Load S',
+                    '### Against the cover class',
                     'held back by the path'):
         assert heading in report
     assert os.path.getsize(os.path.join(quick['out'], 'markov',
