@@ -24,6 +24,7 @@ import numpy as np
 from sklearn import model_selection
 
 from nova_stealth.analysis import battery
+from nova_stealth.analysis import cover
 from nova_stealth.analysis import detectors as detector_lib
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import metrics
@@ -164,6 +165,24 @@ def run_battery(flows, labels, seed=0, groups=None, attackers=None):
     :param attackers: names of the attackers to run (default: every one
         :func:`battery.attackers` has)
     """
+    samples, factories = _battery_inputs(flows, labels, seed, groups,
+                                         attackers)
+    return battery.run(samples, seed=seed, factories=factories)
+
+
+def run_cover_battery(flows, labels, seed=0, groups=None, attackers=None):
+    """The battery against the cover class only: cover.judge's result.
+
+    As :func:`run_battery`, on the migrations and only the background
+    flows of about a migration's bytes and rate
+    (:func:`nova_stealth.analysis.cover.select`).
+    """
+    samples, factories = _battery_inputs(flows, labels, seed, groups,
+                                         attackers)
+    return cover.judge(samples, seed, factories=factories)
+
+
+def _battery_inputs(flows, labels, seed, groups, attackers):
     samples = [battery.Sample(flow, label, kind,
                               _mode(kind) if label == 'migration' else None,
                               groups[i] if groups else str(flow.key), 'all')
@@ -172,7 +191,7 @@ def run_battery(flows, labels, seed=0, groups=None, attackers=None):
     if attackers is not None:
         factories = {name: factory for name, factory in battery.attackers(
             seed, cnn='cnn' in attackers).items() if name in attackers}
-    return battery.run(samples, seed=seed, factories=factories)
+    return samples, factories
 
 
 def _mode(kind):
@@ -279,6 +298,8 @@ def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None,
                     '%s|%s' % (attacker, trained_on)] = _finite(
                         float(score))
         report['battery'] = found
+        report['cover'] = run_cover_battery(flows, labels, seed,
+                                            attackers=attackers)
     if labels:
         report['chi_square'] = chi_square_table(flows, labels)
         report['cv_table'] = stats.cv_table(_groups(flows, labels),

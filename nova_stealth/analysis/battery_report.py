@@ -64,23 +64,59 @@ def markdown(found):
              'interval; TPR at the threshold that flags at most 1% / 2% of '
              'background flows (with fewer than 100 / 50 background flows '
              'that is none of them).']
-    modes = sorted({r['mode'] for r in found['results']})
-    best = [(mode, battery.strongest(found['results'], mode))
-            for mode in modes]
-    best = [(mode, row) for mode, row in best if row]
-    if best:
-        summary = '; '.join(
-            '%s: %s trained on %s, TPR %s at 2%% FPR, AUC %s' % (
-                mode, row['attacker'], row['trained_on'],
-                _pct(row['tpr_at_0.02']), _auc(row)) for mode, row in best)
-        lines += ['', 'The strongest attacker per mode, pooled (by TPR at '
-                  '2%% FPR, then AUC): %s.' % summary]
+    lines += _strongest_lines(found['results'])
     lines += tables(found['results'])
     lines += two_sample_lines(found.get('two_sample'))
     counts = found.get('counts')
     if counts:
         lines += ['', 'Runs: ' + ', '.join(
             '%s %d' % item for item in sorted(counts['runs'].items()))]
+    if found.get('notes'):
+        lines += [''] + ['> %s' % note for note in found['notes']]
+    return lines
+
+
+def _strongest_lines(results):
+    modes = sorted({r['mode'] for r in results})
+    best = [(mode, battery.strongest(results, mode)) for mode in modes]
+    best = [(mode, row) for mode, row in best if row]
+    if not best:
+        return []
+    summary = '; '.join(
+        '%s: %s trained on %s, TPR %s at 2%% FPR, AUC %s' % (
+            mode, row['attacker'], row['trained_on'],
+            _pct(row['tpr_at_0.02']), _auc(row)) for mode, row in best)
+    return ['', 'The strongest attacker per mode, pooled (by TPR at '
+            '2%% FPR, then AUC): %s.' % summary]
+
+
+def floor_text(floor):
+    """The cover class's floor (:func:`cover.select`), in words."""
+    if floor is None:
+        return 'no migration to set a floor'
+    return ('flows of at least %.1f MB and %.2f MB/s, half the smallest '
+            'and slowest migration\'s' % (floor['bytes'] / 1e6,
+                                          floor['rate'] / 1e6))
+
+
+def cover_markdown(cover):
+    """The battery's section against the cover class (cover.judge's)."""
+    found = cover['battery']
+    modes = sorted({r['mode'] for r in found['results']})
+    lines = ['', '## Against the cover class', '',
+             'The battery again, against only the background flows an '
+             'observer could take for a migration by their size and rate '
+             '(%s): the rest are told apart by their size before any '
+             'attacker runs, and are left out here.' % floor_text(
+                 cover['floor']), '',
+             '| load | ' + ''.join('%s | ' % m for m in modes) +
+             'background |', '|---|' + '---|' * (len(modes) + 1)]
+    for load, row in sorted(cover['counts'].items()):
+        lines.append('| %s | %s%d |' % (load, ''.join(
+            '%d | ' % row.get(m, 0) for m in modes),
+            row.get('background', 0)))
+    lines += _strongest_lines(found['results'])
+    lines += tables(found['results'])
     if found.get('notes'):
         lines += [''] + ['> %s' % note for note in found['notes']]
     return lines

@@ -139,6 +139,8 @@ def markdown(report, plots):
             summary.get('evaluated_on', '-')))
     if report.get('battery'):
         lines += battery_report.markdown(report['battery'])
+    if report.get('cover'):
+        lines += battery_report.cover_markdown(report['cover'])
     if report.get('chi_square'):
         lines += ['', '## Chi-square test of inter-packet times '
                   '(Section VI)', '',

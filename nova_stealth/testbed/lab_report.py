@@ -25,6 +25,7 @@ import numpy as np
 
 from nova_stealth.analysis import battery as battery_lib
 from nova_stealth.analysis import battery_report
+from nova_stealth.analysis import cover
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.testbed import lab
 from nova_stealth.testbed import report as testbed_report
@@ -140,17 +141,10 @@ def score(records, seed=0):
     found = scoring.battery(pooled, seed)
     # The scores per flow are for the plots, not results.json.
     scores = found.pop('scores')
-    cover, least = scoring.cover_class(pooled)
-    cover_found = scoring.battery(cover, seed)
-    cover_found.pop('scores')
-    cover_by_load = collections.defaultdict(list)
-    for item in cover:
-        cover_by_load[item.load].append(item)
     return {'modes': modes, 'scores': scores,
             'counts': counts(pooled_by_load),
             'battery': found,
-            'cover': {'floor': least, 'counts': counts(cover_by_load),
-                      'battery': cover_found},
+            'cover': cover.judge(pooled, seed, run=scoring.battery),
             'pooled': scoring.attack(pooled, seed),
             'per_load': {load: scoring.attack(items, seed)
                          for load, items in sorted(pooled_by_load.items())},
@@ -194,17 +188,9 @@ def headline(results):
             background, ', '.join(sorted(scored['counts'])))]
         lines += _battery_headline(scored) + ['']
         lines += ['%s background, its cover class only (%s):' % (
-            background, _floor(scored['cover']['floor']))]
+            background, battery_report.floor_text(scored['cover']['floor']))]
         lines += _battery_headline(scored, 'cover') + ['']
     return '\n'.join(lines)
-
-
-def _floor(floor):
-    if floor is None:
-        return 'no migration to set a floor'
-    return ('flows of at least %.1f MB and %.2f MB/s, half the smallest '
-            'and slowest migration\'s' % (floor['bytes'] / 1e6,
-                                          floor['rate'] / 1e6))
 
 
 def markdown(results, plots):
@@ -228,23 +214,14 @@ def markdown(results, plots):
         lines += ['', '### The strongest attacker of the battery, pooled '
                   'over loads', '']
         lines += _battery_headline(scored)
-        lines += ['', '### Against the cover class', '',
-                  'Background flows an observer could take for a migration '
-                  'by their size and rate alone (%s); the rest are told '
-                  'apart for free, and left out here.' % _floor(
-                      scored['cover']['floor']), '',
-                  '| load | ' + ' | '.join(scored['modes']) +
-                  ' | background |', '|---|' + '---|' * (
-                      len(scored['modes']) + 1)]
-        for load, row in sorted(scored['cover']['counts'].items()):
-            lines.append('| %s | %s | %d |' % (load, ' | '.join(
-                str(row.get(m, 0)) for m in scored['modes']),
-                row.get('background', 0)))
-        lines += [''] + _battery_headline(scored, 'cover')
+        lines += ['', '### The strongest attacker against the cover class, '
+                  'pooled over loads', '']
+        lines += _battery_headline(scored, 'cover')
         # The battery's own section, a level down within this background.
         lines += [line.replace('## ', '### ', 1) if line.startswith('##')
                   else line for line in battery_report.markdown(
-                      scored['battery'])]
+                      scored['battery']) + battery_report.cover_markdown(
+                          scored['cover'])]
         lines += ['', '### The testbed\'s attackers, pooled over loads '
                   '(detection; false positives on background in brackets)',
                   '']

@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from nova_stealth.analysis import battery_report
+from nova_stealth.analysis import cover
 from nova_stealth.analysis import flows as flow_lib
 from nova_stealth.analysis import report as audit_report
 from nova_stealth.analysis import tells
@@ -141,6 +142,8 @@ def markdown(results, plots):
                          run['chaff_bytes'] / units.MIB,
                          _num(run.get('time_ratio'))))
     lines += battery_report.markdown(results['battery'])
+    if results.get('cover'):
+        lines += battery_report.cover_markdown(results['cover'])
     lines += tells_markdown(results.get('tells'))
     lines += ['', '## Chi-square test against background (Section VI)', '',
               '| flows | chi2 | p-value | result |', '|---|---|---|---|']
@@ -224,6 +227,7 @@ def write(out_dir, runs, loads, seed=0, with_plots=True):
     results = {'runs': [{k: run.get(k) for k in RUN_KEYS} for run in runs],
                'summary': summary, 'attacks': attacks, 'loads': loads,
                'battery': found,
+               'cover': cover.judge(pooled, seed, run=scoring.battery),
                'tells': scoring.tells_by_load(found_tells),
                'qemu': sorted({run.get('qemu_package') or run.get('qemu') or
                                'unknown' for run in runs}),

@@ -56,9 +56,6 @@ FOLDS = 5
 #: migrations a logistic model's 0.5 threshold flags almost nothing, so the
 #: attacker takes the ROC point that spends this budget instead.
 FP_BUDGET = 0.02
-#: The cover class's floor, as a share of the smallest and slowest
-#: migration (:func:`cover_class`).
-COVER_SHARE = 0.5
 
 
 def mode_name(run):
@@ -207,32 +204,6 @@ def battery(pooled, seed=0, folds=battery_lib.FOLDS):
     """
     found = battery_lib.run(pooled, seed=seed, folds=folds)
     return dict(found, counts=_counts(pooled))
-
-
-def cover_class(pooled, share=COVER_SHARE):
-    """The migrations, and only the background flows they could be.
-
-    An observer reads a flow's bytes and duration before anything else: a
-    flow far smaller or slower than any migration hides nothing, and an
-    attacker who drops those flows for free should not be credited with
-    telling them apart. The cover class is the background flows with at
-    least ``share`` of the smallest migration's bytes and of the slowest
-    migration's mean rate (bytes over duration); flows of other labels
-    (chaff, control) are kept as they are.
-
-    :returns: (samples, {'bytes': threshold, 'rate': threshold}), or
-        (samples, None) when ``pooled`` holds no migration
-    """
-    migrations = [s.flow for s in pooled if s.label == 'migration']
-    if not migrations:
-        return list(pooled), None
-    least = {'bytes': share * min(f.bytes for f in migrations),
-             'rate': share * min(f.bytes / max(f.duration, 1e-9)
-                                 for f in migrations)}
-    kept = [s for s in pooled if s.label != 'background' or (
-        s.flow.bytes >= least['bytes'] and
-        s.flow.bytes / max(s.flow.duration, 1e-9) >= least['rate'])]
-    return kept, least
 
 
 def _counts(pooled):

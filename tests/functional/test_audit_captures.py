@@ -278,6 +278,12 @@ def test_audit_command_end_to_end(recorded, tmp_path):
         assert rows[(attacker, 'paced')]['positives'] == len(PACED)
     assert '## The attacker battery' in (
         tmp_path / 'out' / 'report.md').read_text()
+    # Against the cover class: every paced flow, and at most the others.
+    cover = report['cover']
+    assert cover['counts']['all']['paced'] == len(PACED)
+    assert cover['floor']['bytes'] > 0
+    assert '## Against the cover class' in (
+        tmp_path / 'out' / 'report.md').read_text()
     for name in ('roc-paced.png', 'cv-windows.png'):
         assert (tmp_path / 'out' / name).stat().st_size > 5000
     assert all('battery_scores' in f for f in labelled)

@@ -133,6 +133,13 @@ def test_the_battery_judged_every_mode(quick):
         text = report.read()
     assert '## The attacker battery' in text
     assert '| gbm | paper | paper | 3 |' in text
+    # Against the cover class: every migration, and no more background.
+    cover = quick['results']['cover']
+    assert cover['counts']['S']['paper'] == 3
+    assert (cover['counts']['S'].get('background', 0) <=
+            sum(n for key, n in battery['counts']['flows'].items()
+                if key.startswith('background|')))
+    assert '## Against the cover class' in text
     for name in ('roc-native.png', 'roc-paper.png', 'cv-windows.png'):
         assert os.path.getsize(os.path.join(quick['out'], name)) > 0
 

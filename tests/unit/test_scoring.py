@@ -11,13 +11,10 @@
 # under the License.
 """The MaxEnt attacker's operating point."""
 
-import types
-
 from hypothesis import given
 from hypothesis import strategies as st
 import numpy as np
 
-from nova_stealth.analysis import battery as battery_lib
 from nova_stealth.testbed import scoring
 
 # At least 100 flows: enough to measure any budget from 1%.
@@ -143,24 +140,3 @@ def test_no_tells_without_payload():
     assert scoring.tells_by_load(
         [(flow_tells(prefix='none'), 'background', 'S'),
          (None, 'migration', 'S')]) is None
-
-
-def _sample(label, size, seconds):
-    flow = types.SimpleNamespace(bytes=size, duration=seconds)
-    return battery_lib.Sample(flow, label, None, 'paper', 'run', 'M')
-
-
-def test_cover_class_keeps_the_flows_a_migration_could_be():
-    # Migrations of 100 MB in 10 s and 400 MB in 20 s: the floor is half
-    # the smallest (50 MB) and half the slowest rate (5 MB/s).
-    pooled = [_sample('migration', 100e6, 10), _sample('migration', 400e6, 20),
-              _sample('background', 60e6, 10),   # kept
-              _sample('background', 40e6, 2),    # too small
-              _sample('background', 60e6, 30),   # too slow
-              _sample('chaff', 1e5, 1)]          # not background: kept
-    kept, floor = scoring.cover_class(pooled)
-    assert floor == {'bytes': 50e6, 'rate': 5e6}
-    assert [s.flow.bytes for s in kept] == [100e6, 400e6, 60e6, 1e5]
-    # Nothing to set a floor by: all is kept.
-    background = [s for s in pooled if s.label == 'background']
-    assert scoring.cover_class(background) == (background, None)
