@@ -155,7 +155,7 @@ def chi_square_table(flows, labels):
 
 
 def run_battery(flows, labels, seed=0, groups=None, attackers=None):
-    """The attacker battery on labelled flows: battery.run's result.
+    """The attacker battery on labelled flows, and on their cover class.
 
     A migration's kind is its mode; a kind that begins with ``native``
     (the testbed writes ``native-4``) is ``native``, which trains the
@@ -164,25 +164,8 @@ def run_battery(flows, labels, seed=0, groups=None, attackers=None):
 
     :param attackers: names of the attackers to run (default: every one
         :func:`battery.attackers` has)
+    :returns: (battery.run's result, cover.judge's result)
     """
-    samples, factories = _battery_inputs(flows, labels, seed, groups,
-                                         attackers)
-    return battery.run(samples, seed=seed, factories=factories)
-
-
-def run_cover_battery(flows, labels, seed=0, groups=None, attackers=None):
-    """The battery against the cover class only: cover.judge's result.
-
-    As :func:`run_battery`, on the migrations and only the background
-    flows of about a migration's bytes and rate
-    (:func:`nova_stealth.analysis.cover.select`).
-    """
-    samples, factories = _battery_inputs(flows, labels, seed, groups,
-                                         attackers)
-    return cover.judge(samples, seed, factories=factories)
-
-
-def _battery_inputs(flows, labels, seed, groups, attackers):
     samples = [battery.Sample(flow, label, kind,
                               _mode(kind) if label == 'migration' else None,
                               groups[i] if groups else str(flow.key), 'all')
@@ -191,7 +174,8 @@ def _battery_inputs(flows, labels, seed, groups, attackers):
     if attackers is not None:
         factories = {name: factory for name, factory in battery.attackers(
             seed, cnn='cnn' in attackers).items() if name in attackers}
-    return samples, factories
+    return (battery.run(samples, seed=seed, factories=factories),
+            cover.judge(samples, seed, factories=factories))
 
 
 def _mode(kind):
@@ -291,15 +275,14 @@ def run(flows, labels=None, models=None, seed=0, test_size=0.2, folds=None,
                 [labels[i] for i in chosen]))
         report['detectors'][name] = summary
     if labels and (attackers is None or attackers):
-        found = run_battery(flows, labels, seed, attackers=attackers)
+        found, report['cover'] = run_battery(flows, labels, seed,
+                                             attackers=attackers)
         for (attacker, trained_on), scores in found.pop('scores').items():
             for entry, score in zip(report['flows'], scores):
                 entry.setdefault('battery_scores', {})[
                     '%s|%s' % (attacker, trained_on)] = _finite(
                         float(score))
         report['battery'] = found
-        report['cover'] = run_cover_battery(flows, labels, seed,
-                                            attackers=attackers)
     if labels:
         report['chi_square'] = chi_square_table(flows, labels)
         report['cv_table'] = stats.cv_table(_groups(flows, labels),

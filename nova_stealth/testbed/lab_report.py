@@ -97,21 +97,6 @@ def background_load(records):
             for site, total in sums.items() if total['seconds'] > 0}
 
 
-def counts(pooled_by_load):
-    """{load: {mode or 'background': scored flows}}."""
-    table = {}
-    for load, pooled in pooled_by_load.items():
-        row = collections.Counter()
-        # Items are (flow, label, kind, mode, ...).
-        for _flow, label, _kind, mode in (item[:4] for item in pooled):
-            if label == 'migration':
-                row[mode] += 1
-            elif label == 'background':
-                row['background'] += 1
-        table[load] = dict(row)
-    return table
-
-
 def _attack_table(attacks, modes):
     attackers = sorted(attacks)
     lines = ['| mode | ' + ' | '.join(attackers) + ' |',
@@ -142,7 +127,7 @@ def score(records, seed=0):
     # The scores per flow are for the plots, not results.json.
     scores = found.pop('scores')
     return {'modes': modes, 'scores': scores,
-            'counts': counts(pooled_by_load),
+            'counts': cover.counts(pooled),
             'battery': found,
             'cover': cover.judge(pooled, seed, run=scoring.battery),
             'pooled': scoring.attack(pooled, seed),
@@ -153,23 +138,18 @@ def score(records, seed=0):
 
 def strongest(scored):
     """{mode: the battery's row of its strongest attacker, pooled}."""
-    rows = scored['battery']['results']
-    return {mode: battery_lib.strongest(rows, mode)
-            for mode in scored['modes']}
+    return _strongest(scored['modes'], scored['battery'])
 
 
-def _strongest_of(scored, part):
-    if part == 'battery':
-        return strongest(scored)
-    rows = scored[part]['battery']['results']
-    return {mode: battery_lib.strongest(rows, mode)
-            for mode in scored['modes']}
+def _strongest(modes, found):
+    return {mode: battery_lib.strongest(found['results'], mode)
+            for mode in modes}
 
 
-def _battery_headline(scored, part='battery'):
+def _battery_headline(modes, found):
     lines = ['| mode | strongest attacker (trained on) | ROC AUC [95% CI] | '
              'TPR at 1% FPR | TPR at 2% FPR |', '|---|---|---|---|---|']
-    for mode, row in _strongest_of(scored, part).items():
+    for mode, row in _strongest(modes, found).items():
         if row is None:
             lines.append('| %s | - | - | - | - |' % mode)
             continue
@@ -186,10 +166,11 @@ def headline(results):
     for background, scored in sorted(results['backgrounds'].items()):
         lines += ['%s background, pooled over loads %s:' % (
             background, ', '.join(sorted(scored['counts'])))]
-        lines += _battery_headline(scored) + ['']
+        lines += _battery_headline(scored['modes'], scored['battery']) + ['']
         lines += ['%s background, its cover class only (%s):' % (
             background, battery_report.floor_text(scored['cover']['floor']))]
-        lines += _battery_headline(scored, 'cover') + ['']
+        lines += _battery_headline(scored['modes'],
+                                   scored['cover']['battery']) + ['']
     return '\n'.join(lines)
 
 
@@ -213,10 +194,11 @@ def markdown(results, plots):
                 row.get('background', 0)))
         lines += ['', '### The strongest attacker of the battery, pooled '
                   'over loads', '']
-        lines += _battery_headline(scored)
+        lines += _battery_headline(scored['modes'], scored['battery'])
         lines += ['', '### The strongest attacker against the cover class, '
                   'pooled over loads', '']
-        lines += _battery_headline(scored, 'cover')
+        lines += _battery_headline(scored['modes'],
+                                   scored['cover']['battery'])
         # The battery's own section, a level down within this background.
         lines += [line.replace('## ', '### ', 1) if line.startswith('##')
                   else line for line in battery_report.markdown(
